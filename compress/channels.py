@@ -1,0 +1,56 @@
+"""Structured channel pruning: removes whole channels, with everything coupled to them."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from ..errors import RecipeError
+from ..space import Space
+from .base import Operator
+
+
+class ChannelPruning(Operator):
+    """Keep the ``out_channels`` strongest channels of each coupled group (L2 magnitude
+    summed over the group), physically removing the rest from every layer in the group:
+    convolutions, BatchNorm entries and the consumers' input channels.  Uses
+    Torch-Pruning's dependency graph, so residual adds and concatenations stay consistent.
+    """
+
+    setting_key = "out_channels"
+    neutral = -1.0  # compared per group below, not per layer
+
+    def needed(self, settings, space: Space) -> bool:
+        kept = space.group_channels(settings)
+        return any(kept[g.name] < g.size for g in space.groups)
+
+    def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping[str, float]],
+              example_input: torch.Tensor) -> None:
+        kept = space.group_channels(settings)
+        for group in space.groups:
+            for member in group.members[1:]:
+                got = settings.get(member, {}).get("out_channels", group.size)
+                if got != kept[group.name]:
+                    raise RecipeError(
+                        f"layers {group.name} and {member} share channels but ask for "
+                        f"{kept[group.name]} and {got} out_channels; coupled layers need the same count"
+                    )
+            if not 1 <= kept[group.name] <= group.size:
+                raise RecipeError(
+                    f"layer {group.name} asks for {kept[group.name]} out_channels; it has {group.size}"
+                )
+        todo = [g for g in space.groups if kept[g.name] < g.size]
+        if not todo:
+            return
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        importance = tp.importance.MagnitudeImportance(p=2)
+        for group in todo:
+            root = model.get_submodule(group.name)
+            prune_out = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) else tp.prune_linear_out_channels
+            full = graph.get_pruning_group(root, prune_out, idxs=list(range(group.size)))
+            with torch.no_grad():
+                scores = importance(full)
+            drop = torch.argsort(scores, stable=True)[: group.size - kept[group.name]]
+            graph.get_pruning_group(root, prune_out, idxs=sorted(drop.tolist())).prune()

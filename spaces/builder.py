@@ -1,0 +1,165 @@
+"""Build a Space from a model by tracing it with Torch-Pruning's dependency graph.
+
+Every Conv2d and Linear gets a sparsity knob; every group of coupled channels (residual
+adds, concatenation, normalisation layers, depthwise convolutions) gets one channel knob.
+The model's output layer is never pruned on its outputs.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from ..errors import ModelError
+from ..space import ChannelGroup, Knob, LayerInfo, Space
+
+log = logging.getLogger(__name__)
+
+CHANNEL_LOW = 0.1
+SPARSITY_LOW_DENSITY = 0.05
+_PRUNABLE = (nn.Conv2d, nn.Linear)
+_UNSUPPORTED = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def build_space(model: nn.Module, example_input: torch.Tensor) -> Space:
+    """Trace ``model`` on ``example_input`` and return its Space.
+
+    Raises ModelError if the model cannot be run or traced on the example input.
+    """
+    names = {module: name for name, module in model.named_modules()}
+    order, shapes = _run_and_record(model, example_input)
+    prunable = [m for m in order if isinstance(m, _PRUNABLE)]
+    if not prunable:
+        raise ModelError("the model has no Conv2d or Linear layer that runs on the example input; nothing to compress")
+    output_layer = prunable[-1]
+    excluded: dict[str, str] = {}
+    for module in order:
+        if isinstance(module, _UNSUPPORTED):
+            excluded[names[module]] = f"{type(module).__name__} layers are not compressed yet"
+
+    try:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        tp_groups = list(graph.get_all_groups(ignored_layers=[output_layer], root_module_types=list(_PRUNABLE)))
+    except Exception as exc:  # Torch-Pruning raises many types while tracing exotic graphs.
+        raise ModelError(f"could not trace the model's channel dependencies: {exc}") from None
+
+    rank = {m: i for i, m in enumerate(model.modules())}
+    groups: list[ChannelGroup] = []
+    in_group: dict[nn.Module, tuple[str, int]] = {}
+    out_group: dict[nn.Module, str] = {}
+    for group in tp_groups:
+        parsed = _parse_group(group, names, rank)
+        if parsed is None:
+            continue
+        cgroup, consumers, reason = parsed
+        if reason:
+            excluded[cgroup.name] = reason
+            log.warning("layer %s left out of the channel search: %s", cgroup.name, reason)
+            continue
+        groups.append(cgroup)
+        for member in cgroup.members:
+            out_group[model.get_submodule(member)] = cgroup.name
+        for module, scale in consumers:
+            in_group[module] = (cgroup.name, scale)
+    groups.sort(key=lambda g: rank[model.get_submodule(g.name)])
+
+    layers = []
+    for module in prunable:
+        name = names[module]
+        layers.append(_layer_info(module, name, shapes[module], in_group.get(module), out_group.get(module)))
+    accounted = sum(_layer_params(l) for l in layers) + sum(g.params_per_channel * g.size for g in groups)
+    total = sum(p.numel() for p in model.parameters())
+    knobs = [Knob("channels", g.name, CHANNEL_LOW) for g in groups]
+    knobs += [Knob("sparsity", l.name, SPARSITY_LOW_DENSITY) for l in layers]
+    for name, reason in excluded.items():
+        if name not in {g.name for g in groups}:
+            log.warning("layer %s left out of the search: %s", name, reason)
+    return Space(tuple(layers), tuple(groups), tuple(knobs), total - accounted, excluded)
+
+
+def _run_and_record(model: nn.Module, example_input: torch.Tensor):
+    order: list[nn.Module] = []
+    shapes: dict[nn.Module, tuple[torch.Size, torch.Size]] = {}
+
+    def hook(module, inputs, output):
+        if module not in shapes and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            order.append(module)
+            shapes[module] = (inputs[0].shape, output.shape)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model.eval()(example_input)
+    except Exception as exc:
+        raise ModelError(
+            f"the model failed on an example input of shape {tuple(example_input.shape)}: {exc}"
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
+    return order, shapes
+
+
+def _is_out(handler) -> bool:
+    return "out_channels" in getattr(handler, "__name__", str(handler))
+
+
+def _parse_group(group, names, rank):
+    """(ChannelGroup, [(consumer, in scale)], reason to exclude or '') or None if irrelevant."""
+    members, consumers, extra, seen = [], [], 0, set()
+    size = len(group[0].idxs)
+    for item in group:
+        module, handler = item.dep.target.module, item.dep.handler
+        key = (id(module), _is_out(handler))
+        if key in seen or module not in names:
+            continue
+        seen.add(key)
+        if isinstance(module, _PRUNABLE):
+            if _is_out(handler):
+                members.append(module)
+            else:
+                fan_in = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features
+                consumers.append((module, fan_in // size if fan_in % size == 0 else 0))
+        elif _is_out(handler):
+            own = sum(p.numel() for p in module.parameters(recurse=False))
+            extra += own // size if own % size == 0 else 0
+    if not members:
+        return None
+    members.sort(key=lambda m: rank[m])
+    name = names[members[0]]
+    cgroup = ChannelGroup(name, size, tuple(names[m] for m in members), extra)
+    reason = ""
+    for module in [*members, *(c for c, _ in consumers)]:
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and not (
+            module.groups == module.in_channels == module.out_channels
+        ):
+            reason = f"grouped convolution {names[module]} (groups={module.groups}) is not channel-pruned yet"
+    if any(scale == 0 for _, scale in consumers):
+        reason = "a consumer's input width is not a multiple of the group's channels"
+    return cgroup, consumers, reason
+
+
+def _layer_info(module, name, shape, in_group, out_group) -> LayerInfo:
+    in_shape, out_shape = shape
+    if isinstance(module, nn.Conv2d):
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        spatial = out_shape[0] * out_shape[2] * out_shape[3] if len(out_shape) == 4 else out_shape[1] * out_shape[2]
+        return LayerInfo(
+            name, "conv", module.in_channels, module.out_channels, module.groups, kernel,
+            2 * kernel * spatial, module.bias is not None,
+            in_group[0] if in_group else None, out_group,
+            in_group[1] if in_group else 1,
+        )
+    rows = in_shape.numel() // module.in_features
+    return LayerInfo(
+        name, "linear", module.in_features, module.out_features, 1, 1, 2 * rows,
+        module.bias is not None, in_group[0] if in_group else None, out_group,
+        in_group[1] if in_group else 1,
+    )
+
+
+def _layer_params(layer: LayerInfo) -> int:
+    per_group = 1 if layer.depthwise else layer.in_channels // layer.groups
+    return layer.out_channels * per_group * layer.kernel + (layer.out_channels if layer.bias else 0)
