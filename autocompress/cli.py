@@ -1,0 +1,164 @@
+"""The ``autocompress`` command line: search, apply, show."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXIT_USAGE, EXIT_NO_RESULT, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model (the built-in demo when --model is absent)")
+    group.add_argument("--model", metavar="PKG.MODULE:ATTR",
+                       help="an nn.Module, or a function returning a trained one")
+    group.add_argument("--weights", metavar="FILE", help="a state dict for the model (loaded with weights_only=True)")
+    group.add_argument("--data", metavar="PKG.MODULE:ATTR",
+                       help="a function returning (train, val[, test]) iterables of (x, y) batches")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autocompress",
+        description="AutoML compression search for PyTorch: give a budget, get a replayable recipe and a smaller model.",
+    )
+    parser.add_argument("--version", action="version", version=f"autocompress {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("search", help="search for a recipe that meets a budget",
+                       description="Search per-layer compression settings that meet the budget with the least "
+                                   "accuracy lost. Writes OUT/recipe.yaml and OUT/study.db; the same command "
+                                   "again resumes the study.")
+    s.add_argument("--budget", action="append", metavar="METRIC=VALUE",
+                   help="flops=0.3 (ratio of the base), flops=120M, params=50k, size=1.5MB; "
+                        "comma-separated or repeated (default flops=0.3)")
+    s.add_argument("--trials", type=int, default=30, metavar="N", help="finished trials to run in all (default 30)")
+    s.add_argument("--strategy", default="bo", help="bo, uniform or random (default bo)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--out", default="autocompress-run", metavar="DIR", help="output folder (default autocompress-run)")
+    s.add_argument("--calibration-batches", type=int, default=20, metavar="N",
+                   help="training batches for BatchNorm recalibration (default 20)")
+    s.add_argument("--finetune-steps", type=int, default=0, metavar="N",
+                   help="distillation fine-tune steps per trial in the proxy (default 0)")
+    s.add_argument("--final-finetune-steps", type=int, default=300, metavar="N",
+                   help="distillation fine-tune steps for the chosen recipe (default 300)")
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _model_options(s)
+
+    a = sub.add_parser("apply", help="replay a recipe on a model and export the compressed model",
+                       description="Rebuild the compressed model a recipe describes (channels removed, "
+                                   "sparsity baked in, fine-tune replayed), check it against the recipe's "
+                                   "metrics and export it with torch.export (dynamic batch size).")
+    a.add_argument("recipe", metavar="RECIPE", help="a recipe.yaml written by search")
+    a.add_argument("--out", metavar="FILE.pt2", help="where to write the exported model (default beside the recipe)")
+    _model_options(a)
+
+    w = sub.add_parser("show", help="print a recipe readably")
+    w.add_argument("recipe", metavar="RECIPE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .errors import AutocompressError
+
+    try:
+        return {"search": _search, "apply": _apply, "show": _show}[args.command](args)
+    except AutocompressError as exc:
+        print(f"autocompress: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nautocompress: interrupted; finished trials are kept, run the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _search(args) -> int:
+    from . import budget
+    from .errors import AutocompressError, BudgetError
+
+    for name in ("trials", "calibration_batches", "finetune_steps", "final_finetune_steps"):
+        if getattr(args, name) < 0 or (name == "trials" and args.trials < 1):
+            raise AutocompressError(f"--{name.replace('_', '-')} {getattr(args, name)} must be "
+                                    f"{'at least 1' if name == 'trials' else 'zero or more'}")
+    parsed = budget.parse(args.budget or ["flops=0.3"])
+    from .engine import SearchSettings, run_search
+    from .search import STRATEGIES
+    from .table import comparison
+    from .workload import load_workload
+
+    if args.strategy not in STRATEGIES:
+        raise AutocompressError(f"unknown strategy {args.strategy!r}; use one of {', '.join(STRATEGIES)}")
+    workload = load_workload(args.model, args.weights, args.data)
+    settings = SearchSettings(
+        budget=parsed, trials=args.trials, strategy=args.strategy, seed=args.seed,
+        calibration_batches=args.calibration_batches, finetune_steps=args.finetune_steps,
+        final_finetune_steps=args.final_finetune_steps,
+    )
+    try:
+        result = run_search(workload, settings, args.out, progress=not args.no_progress)
+    except BudgetError as exc:
+        if "no finished trial" in str(exc):
+            print(f"autocompress: {exc}", file=sys.stderr)
+            return EXIT_NO_RESULT
+        raise
+    metrics = result.recipe.metrics
+    print(f"\nbudget {parsed} on {workload.name}: best of {result.recipe.search['trials']} trials "
+          f"(trial {result.recipe.search['best_trial']}), accuracy on the {workload.test_split} split\n")
+    print(comparison(metrics["base"], metrics["compressed"]))
+    print(f"\nrecipe: {result.recipe_path}")
+    print(f"replay: autocompress apply {result.recipe_path} --out {Path(args.out) / 'model.pt2'}")
+    return 0
+
+
+def _apply(args) -> int:
+    from .engine import export_model, measure_pair, replay
+    from .recipe import Recipe
+    from .table import comparison
+    from .workload import load_workload
+
+    recipe = Recipe.load(args.recipe)
+    workload = load_workload(args.model, args.weights, args.data)
+    model, metrics = replay(workload, recipe)
+    _, metrics["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
+    out = Path(args.out) if args.out else Path(args.recipe).with_name("model.pt2")
+    export_model(model, workload.example_input, out)
+    recorded = recipe.metrics.get("compressed", {})
+    print(f"applied {args.recipe} to {workload.name}\n")
+    if recorded:
+        print(comparison(recorded, metrics, titles=("recipe", "applied")))
+    print(f"\nexported: {out} (load with torch.export.load; any batch size)")
+    return 0
+
+
+def _show(args) -> int:
+    from .recipe import Recipe
+    from .table import comparison, format_rows
+
+    recipe = Recipe.load(args.recipe)
+    print(f"recipe for {recipe.model.get('name')} (fingerprint {recipe.model.get('fingerprint')}), "
+          f"budget {', '.join(recipe.budget) or '-'}")
+    s = recipe.search
+    if s:
+        print(f"search: {s.get('strategy')}, {s.get('trials')} trials, seed {s.get('seed')}, "
+              f"best trial {s.get('best_trial')}")
+    print()
+    rows = [[name, str(v.get("out_channels", "-")), f"{v.get('sparsity', 0.0):.3f}"] for name, v in recipe.layers.items()]
+    print(format_rows(["layer", "out_channels", "sparsity"], rows))
+    if recipe.metrics.get("base") and recipe.metrics.get("compressed"):
+        print()
+        print(comparison(recipe.metrics["base"], recipe.metrics["compressed"]))
+    for name, why in recipe.excluded.items():
+        print(f"excluded: {name}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..space import Candidate, Space
+from ..trial import TrialRecord
+from .base import Strategy
+
+
+class RandomStrategy(Strategy):
+    """Random allocation profiles: every knob uniform in its range, then projected."""
+
+    name = "random"
+
+    def ask(self, space: Space, history: Sequence[TrialRecord]) -> Candidate | None:
+        rng = np.random.default_rng([self.seed, len(history)])
+        return {k.name: float(rng.uniform(k.low, k.high)) for k in space.knobs}

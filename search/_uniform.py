@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..space import Candidate, Space
+from ..trial import COMPLETE, TrialRecord
+from .base import Strategy
+
+
+class UniformStrategy(Strategy):
+    """The baseline: the same density on every knob, set by the budget projection.
+
+    Deterministic, so it proposes once and is done after one complete trial.
+    """
+
+    name = "uniform"
+
+    def ask(self, space: Space, history: Sequence[TrialRecord]) -> Candidate | None:
+        if any(r.state == COMPLETE for r in history):
+            return None
+        return {k.name: k.high for k in space.knobs}
