@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="autocompress-run", metavar="DIR", help="output folder (default autocompress-run)")
     s.add_argument("--calibration-batches", type=int, default=20, metavar="N",
                    help="training batches for BatchNorm recalibration (default 20)")
-    s.add_argument("--finetune-steps", type=int, default=0, metavar="N",
-                   help="distillation fine-tune steps per trial in the proxy (default 0)")
+    s.add_argument("--finetune-steps", type=int, default=20, metavar="N",
+                   help="distillation fine-tune steps per trial in the proxy (default 20)")
     s.add_argument("--final-finetune-steps", type=int, default=300, metavar="N",
                    help="distillation fine-tune steps for the chosen recipe (default 300)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")

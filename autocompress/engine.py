@@ -45,7 +45,7 @@ class SearchSettings:
     strategy: str = "bo"
     seed: int = 0
     calibration_batches: int = 20
-    finetune_steps: int = 0
+    finetune_steps: int = 20
     final_finetune_steps: int = 300
     lr: float = 1e-3
     temperature: float = 4.0
