@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
+from .errors import RecipeError
+
 Candidate = dict[str, float]
 LayerSettings = dict[str, dict[str, float]]
 
@@ -61,9 +63,10 @@ class LayerInfo:
 
     ``flops_per_pair`` is the layer's FLOPs (2 per multiply-accumulate, for the example
     input) divided by ``out_channels * in_channels // groups``; ``kernel`` is kh*kw.
-    ``in_group`` / ``out_group`` name the channel groups that prune its inputs / outputs;
-    ``in_scale`` is how many input features each input-group channel feeds (the spatial
-    size where a Linear follows a flatten, else 1).
+    ``out_group`` names the channel group that prunes its outputs; ``in_groups`` lists
+    ``(group, features per channel)`` for every group feeding its inputs (several where a
+    concatenation feeds it; features per channel is the spatial size where a Linear
+    follows a flatten, else 1).  Inputs not fed by any group are fixed.
     """
 
     name: str
@@ -74,9 +77,8 @@ class LayerInfo:
     kernel: int
     flops_per_pair: int
     bias: bool
-    in_group: str | None = None
     out_group: str | None = None
-    in_scale: int = 1
+    in_groups: tuple[tuple[str, int], ...] = ()
 
     @property
     def depthwise(self) -> bool:
@@ -147,10 +149,32 @@ class Space:
         return settings
 
     def group_channels(self, settings: Mapping[str, Mapping[str, float]]) -> dict[str, int]:
-        """Kept channels per group, read from layer settings (the first member's)."""
-        return {
-            g.name: int(settings.get(g.members[0], {}).get("out_channels", g.size)) for g in self.groups
-        }
+        """Kept channels per group, read from layer settings.
+
+        Raises RecipeError if coupled layers ask for different counts or a count is out of range.
+        """
+        kept = {}
+        for g in self.groups:
+            counts = {m: settings.get(m, {}).get("out_channels", g.size) for m in g.members}
+            first = counts[g.members[0]]
+            for member, count in counts.items():
+                if count != first:
+                    raise RecipeError(
+                        f"layers {g.members[0]} and {member} share channels but ask for {first} and {count} "
+                        "out_channels; coupled layers need the same count"
+                    )
+            if not (isinstance(first, int) and 1 <= first <= g.size):
+                raise RecipeError(f"layer {g.name} asks for {first!r} out_channels; it has {g.size}")
+            kept[g.name] = first
+        for layer in self.layers:
+            if layer.out_group is None:
+                count = settings.get(layer.name, {}).get("out_channels", layer.out_channels)
+                if count != layer.out_channels:
+                    raise RecipeError(
+                        f"layer {layer.name} asks for {count!r} out_channels, but its outputs cannot be pruned "
+                        f"(it has {layer.out_channels})"
+                    )
+        return kept
 
     # ----- analytic costs -------------------------------------------------------
     def cost(self, settings: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -160,11 +184,14 @@ class Space:
         against ``torch.utils.flop_counter`` and the real parameter tensors.
         """
         kept = self.group_channels(settings)
+        size = {g.name: g.size for g in self.groups}
         flops = params = 0
         size_bits = 0.0
         for layer in self.layers:
             out = kept[layer.out_group] if layer.out_group else layer.out_channels
-            inp = kept[layer.in_group] * layer.in_scale if layer.in_group else layer.in_channels
+            inp = layer.in_channels - sum(
+                (size[g] - kept[g]) * per_channel for g, per_channel in layer.in_groups
+            )
             per_group = 1 if layer.depthwise else inp // layer.groups
             numel = out * per_group * layer.kernel
             sparsity = float(settings.get(layer.name, {}).get("sparsity", 0.0))

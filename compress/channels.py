@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..errors import RecipeError
 from ..space import Space
 from .base import Operator
 
@@ -29,18 +28,6 @@ class ChannelPruning(Operator):
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping[str, float]],
               example_input: torch.Tensor) -> None:
         kept = space.group_channels(settings)
-        for group in space.groups:
-            for member in group.members[1:]:
-                got = settings.get(member, {}).get("out_channels", group.size)
-                if got != kept[group.name]:
-                    raise RecipeError(
-                        f"layers {group.name} and {member} share channels but ask for "
-                        f"{kept[group.name]} and {got} out_channels; coupled layers need the same count"
-                    )
-            if not 1 <= kept[group.name] <= group.size:
-                raise RecipeError(
-                    f"layer {group.name} asks for {kept[group.name]} out_channels; it has {group.size}"
-                )
         todo = [g for g in space.groups if kept[g.name] < g.size]
         if not todo:
             return

@@ -38,6 +38,7 @@ def build_space(model: nn.Module, example_input: torch.Tensor) -> Space:
     for module in order:
         if isinstance(module, _UNSUPPORTED):
             excluded[names[module]] = f"{type(module).__name__} layers are not compressed yet"
+            log.warning("layer %s left out of the search: %s", names[module], excluded[names[module]])
 
     try:
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
@@ -47,7 +48,7 @@ def build_space(model: nn.Module, example_input: torch.Tensor) -> Space:
 
     rank = {m: i for i, m in enumerate(model.modules())}
     groups: list[ChannelGroup] = []
-    in_group: dict[nn.Module, tuple[str, int]] = {}
+    in_groups: dict[nn.Module, list[tuple[str, int]]] = {}
     out_group: dict[nn.Module, str] = {}
     for group in tp_groups:
         parsed = _parse_group(group, names, rank)
@@ -61,21 +62,18 @@ def build_space(model: nn.Module, example_input: torch.Tensor) -> Space:
         groups.append(cgroup)
         for member in cgroup.members:
             out_group[model.get_submodule(member)] = cgroup.name
-        for module, scale in consumers:
-            in_group[module] = (cgroup.name, scale)
+        for module, per_channel in consumers:
+            in_groups.setdefault(module, []).append((cgroup.name, per_channel))
     groups.sort(key=lambda g: rank[model.get_submodule(g.name)])
 
     layers = []
     for module in prunable:
         name = names[module]
-        layers.append(_layer_info(module, name, shapes[module], in_group.get(module), out_group.get(module)))
+        layers.append(_layer_info(module, name, shapes[module], tuple(in_groups.get(module, ())), out_group.get(module)))
     accounted = sum(_layer_params(l) for l in layers) + sum(g.params_per_channel * g.size for g in groups)
     total = sum(p.numel() for p in model.parameters())
     knobs = [Knob("channels", g.name, CHANNEL_LOW) for g in groups]
     knobs += [Knob("sparsity", l.name, SPARSITY_LOW_DENSITY) for l in layers]
-    for name, reason in excluded.items():
-        if name not in {g.name for g in groups}:
-            log.warning("layer %s left out of the search: %s", name, reason)
     return Space(tuple(layers), tuple(groups), tuple(knobs), total - accounted, excluded)
 
 
@@ -120,44 +118,43 @@ def _parse_group(group, names, rank):
             if _is_out(handler):
                 members.append(module)
             else:
-                fan_in = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features
-                consumers.append((module, fan_in // size if fan_in % size == 0 else 0))
+                per_channel, rest = divmod(len(item.idxs), size)
+                consumers.append((module, per_channel if not rest else 0))
         elif _is_out(handler):
-            own = sum(p.numel() for p in module.parameters(recurse=False))
-            extra += own // size if own % size == 0 else 0
+            # normalisation-like layers: parameters indexed by channel in their first dimension
+            per_index = sum(p[0].numel() for p in module.parameters(recurse=False) if p.dim() >= 1)
+            extra += per_index * (len(item.idxs) // size)
     if not members:
         return None
     members.sort(key=lambda m: rank[m])
     name = names[members[0]]
     cgroup = ChannelGroup(name, size, tuple(names[m] for m in members), extra)
     reason = ""
+    for module in members:
+        width = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+        if width != size:
+            reason = (f"the dependency graph couples {names[module]} ({width} channels) with {size}-channel "
+                      "layers; it could not resolve this graph (e.g. a concatenation feeding a flatten)")
     for module in [*members, *(c for c, _ in consumers)]:
         if isinstance(module, nn.Conv2d) and module.groups > 1 and not (
             module.groups == module.in_channels == module.out_channels
         ):
             reason = f"grouped convolution {names[module]} (groups={module.groups}) is not channel-pruned yet"
-    if any(scale == 0 for _, scale in consumers):
+    if any(per_channel == 0 for _, per_channel in consumers):
         reason = "a consumer's input width is not a multiple of the group's channels"
     return cgroup, consumers, reason
 
 
-def _layer_info(module, name, shape, in_group, out_group) -> LayerInfo:
+def _layer_info(module, name, shape, in_groups, out_group) -> LayerInfo:
     in_shape, out_shape = shape
     if isinstance(module, nn.Conv2d):
         kernel = module.kernel_size[0] * module.kernel_size[1]
         spatial = out_shape[0] * out_shape[2] * out_shape[3] if len(out_shape) == 4 else out_shape[1] * out_shape[2]
-        return LayerInfo(
-            name, "conv", module.in_channels, module.out_channels, module.groups, kernel,
-            2 * kernel * spatial, module.bias is not None,
-            in_group[0] if in_group else None, out_group,
-            in_group[1] if in_group else 1,
-        )
+        return LayerInfo(name, "conv", module.in_channels, module.out_channels, module.groups, kernel,
+                         2 * kernel * spatial, module.bias is not None, out_group, in_groups)
     rows = in_shape.numel() // module.in_features
-    return LayerInfo(
-        name, "linear", module.in_features, module.out_features, 1, 1, 2 * rows,
-        module.bias is not None, in_group[0] if in_group else None, out_group,
-        in_group[1] if in_group else 1,
-    )
+    return LayerInfo(name, "linear", module.in_features, module.out_features, 1, 1, 2 * rows,
+                     module.bias is not None, out_group, in_groups)
 
 
 def _layer_params(layer: LayerInfo) -> int:
