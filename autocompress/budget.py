@@ -23,7 +23,7 @@ _SIZE_UNITS = {
     "kib": 1024, "mib": 1024**2, "gib": 1024**3,
 }
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-_TERM = re.compile(r"^\s*([A-Za-z_]+)\s*=\s*([^@\s]+)\s*(?:@\s*(\S+))?\s*$")
+_TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([^@\s]+)\s*(?:@\s*(\S+))?\s*$")
 _NUMBER = re.compile(r"^([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)([A-Za-z]*)$")
 _EXAMPLES = "e.g. flops=0.3, flops=120M, params=50k, size=1.5MB or latency=4ms@cpu"
 

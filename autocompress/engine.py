@@ -96,8 +96,6 @@ def recover(model: nn.Module, teacher: nn.Module, workload: Workload, recovery: 
     recalibrate_batchnorm(model, workload.train, int(recovery["calibration_batches"]))
     distill(model, teacher, workload.train, int(recovery["finetune_steps"]), float(recovery["lr"]),
             float(recovery["temperature"]), int(recovery["seed"]))
-    if recovery["finetune_steps"]:
-        recalibrate_batchnorm(model, workload.train, int(recovery["calibration_batches"]))
 
 
 def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float], settings: SearchSettings,

@@ -44,3 +44,13 @@ def test_distillation_is_deterministic_and_learns():
     distill(twin, teacher, _data(), steps=100, lr=1e-2, seed=3)
     assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), twin.state_dict().values()))
     assert accuracy(student, _data()) > max(before, 80.0)
+
+
+def test_distillation_keeps_pruned_weights_at_zero():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student[0].weight[:8] = 0
+    distill(student, teacher, _data(), steps=20, lr=1e-2)
+    assert int((student[0].weight == 0).sum()) == 32

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+import autocompress.engine as engine
+from autocompress.cli import main
+from autocompress.recipe import Recipe
+from autocompress.workload import load_workload
+
+FAST = ["--no-progress", "--final-finetune-steps", "60", "--finetune-steps", "5"]
+
+
+def _trials(out):
+    study = optuna.load_study(study_name="autocompress", storage=f"sqlite:///{out / 'study.db'}")
+    return study.get_trials()
+
+
+def test_search_writes_a_recipe_that_meets_the_budget_and_apply_replays_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--budget", "flops=0.3", "--trials", "4", "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "FLOPs" in printed and "accuracy" in printed and "CPU latency" in printed
+    assert (out / "study.db").exists()
+    recipe = Recipe.load(out / "recipe.yaml")
+    data = recipe.to_dict()
+    assert list(data)[:6] == ["schema", "model", "budget", "layers", "metrics", "search"]
+    assert recipe.search["trials"] == 4 and recipe.search["strategy"] == "bo" and recipe.search["seed"] == 0
+    assert isinstance(recipe.search["best_trial"], int)
+    base, small = recipe.metrics["base"], recipe.metrics["compressed"]
+    for key in ("flops", "params", "accuracy"):
+        assert key in base and key in small
+    assert small["flops"] <= 0.3 * base["flops"]
+    assert small["params"] < base["params"]
+    assert recipe.layers["head"]["out_channels"] == 10
+
+    pt2 = tmp_path / "model.pt2"
+    assert main(["apply", str(out / "recipe.yaml"), "--out", str(pt2)]) == 0
+    exported = torch.export.load(str(pt2)).module()
+    for batch in (1, 7):
+        assert exported(torch.randn(batch, 1, 8, 8)).shape == (batch, 10)
+
+    model, metrics = engine.replay(load_workload(), recipe)
+    assert metrics["flops"] == small["flops"]
+    assert abs(metrics["accuracy"] - small["accuracy"]) <= 0.5
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in load_workload().model.parameters())
+
+
+def test_same_command_resumes_and_keeps_finished_trials(tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "--trials", "3", "--out", str(out), "--strategy", "random", *FAST]) == 0
+    first = [(t.number, t.params) for t in _trials(out)]
+    assert main(["search", "--trials", "5", "--out", str(out), "--strategy", "random", *FAST]) == 0
+    trials = _trials(out)
+    assert [(t.number, t.params) for t in trials[:3]] == first
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 5
+    assert Recipe.load(out / "recipe.yaml").search["trials"] == 5
+
+
+def test_interrupt_keeps_trials_and_the_next_run_resumes(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real = engine.evaluate_trial
+    calls = {"n": 0}
+
+    def interrupted_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate_trial", interrupted_on_third)
+    assert main(["search", "--trials", "4", "--out", str(out), *FAST]) == 130
+    assert "resume" in capsys.readouterr().err
+    states = [t.state for t in _trials(out)]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    assert not (out / "recipe.yaml").exists()
+    monkeypatch.setattr(engine, "evaluate_trial", real)
+    assert main(["search", "--trials", "4", "--out", str(out), *FAST]) == 0
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in _trials(out)) == 4
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real = engine.evaluate_trial
+    calls = {"n": 0}
+
+    def fails_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("evaluator exploded")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate_trial", fails_once)
+    assert main(["search", "--trials", "3", "--out", str(out), "--strategy", "random", *FAST]) == 0
+    trials = _trials(out)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "evaluator exploded" in failed[0].user_attrs["error"]
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+
+
+def test_a_study_for_other_options_is_not_mixed_in(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--trials", "1", "--out", str(out), "--strategy", "uniform", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["search", "--trials", "1", "--out", str(out), "--strategy", "uniform", "--budget", "flops=0.5",
+                 *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "budget" in err and "--out" in err and len(err.strip().splitlines()) == 1
+
+
+def test_params_budget_searches_sparsity_too(tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "--budget", "params=0.1", "--trials", "2", "--out", str(out), "--strategy", "random",
+                 *FAST]) == 0
+    recipe = Recipe.load(out / "recipe.yaml")
+    assert recipe.metrics["compressed"]["params"] <= 0.1 * recipe.metrics["base"]["params"]
+    assert any(layer["sparsity"] > 0 for layer in recipe.layers.values())

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from autocompress.demo import DemoNet
+from autocompress.errors import BudgetError
+from autocompress.search import check_reachable, project
+from autocompress.spaces import build_space
+
+
+@pytest.fixture(scope="module")
+def space():
+    return build_space(DemoNet().eval(), torch.randn(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("metric,ratio", [("flops", 0.3), ("params", 0.1), ("size", 0.25), ("flops", 0.6)])
+def test_projection_meets_the_budget_tightly(space, metric, ratio):
+    base = space.candidate_cost(space.neutral())
+    limit = {metric: ratio * base[metric]}
+    rng = random.Random(0)
+    for _ in range(10):
+        proposal = {k.name: rng.uniform(k.low, k.high) for k in space.knobs}
+        candidate = project(space, proposal, limit)
+        assert all(k.low <= candidate[k.name] <= k.high for k in space.knobs)
+        cost = space.candidate_cost(candidate)[metric]
+        assert cost <= limit[metric]
+        assert cost >= 0.85 * limit[metric]  # not compressed far past the budget
+
+
+def test_a_loose_budget_leaves_the_model_alone(space):
+    base = space.candidate_cost(space.neutral())
+    assert project(space, space.most_compressed(), {"flops": base["flops"]}) == space.neutral()
+
+
+def test_unreachable_budget_is_reported(space):
+    base = space.candidate_cost(space.neutral())
+    with pytest.raises(BudgetError, match="cannot be met"):
+        check_reachable(space, {"flops": 1e-6 * base["flops"]}, base)
