@@ -52,9 +52,14 @@ class BudgetTerm:
 
 
 def _format(term: BudgetTerm) -> str:
-    value = f"{term.value:g}"
-    if not term.relative:
-        value += {"latency": "ms", "size": "B"}.get(term.metric, "")
+    if term.relative:
+        value = repr(term.value)
+    elif term.metric == "latency":
+        value = f"{term.value!r}ms"
+    elif term.metric == "size":
+        value = f"{term.value!r}B"
+    else:  # a count needs a unit, or it would read back as a ratio
+        value = f"{term.value / 1e3!r}k"
     return f"{term.metric}={value}" + (f"@{term.target}" if term.target else "")
 
 
@@ -128,8 +133,10 @@ def parse_term(text: str) -> BudgetTerm:
                     "size": "size=0.25 or size=1.5MB", "latency": "latency=0.5@cpu or latency=4ms@cpu"}[metric]
             raise BudgetError(f"budget {original!r} is a ratio above 1; use e.g. {hint}")
         return BudgetTerm(metric, value, True, target, original)
-    scale = _unit_scale(metric, unit, original)
-    return BudgetTerm(metric, value * scale, False, target, original)
+    scaled = value * _unit_scale(metric, unit, original)
+    if not math.isfinite(scaled) or scaled <= 0:
+        raise BudgetError(f"budget {original!r} is out of range once its unit is applied; use {_EXAMPLES}")
+    return BudgetTerm(metric, scaled, False, target, original)
 
 
 def _unit_scale(metric: str, unit: str, original: str) -> float:

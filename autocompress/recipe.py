@@ -64,6 +64,8 @@ class Recipe:
             text = path.read_text()
         except OSError as exc:
             raise RecipeError(f"cannot read recipe {str(path)!r}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise RecipeError(f"recipe {str(path)!r} is not a UTF-8 text file") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -78,7 +80,12 @@ def _fail(source: str, what: str) -> RecipeError:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _validate(data: Any, source: str) -> dict[str, Any]:

@@ -124,3 +124,39 @@ def test_user_model_end_to_end_from_the_users_folder(tmp_path):
     assert check.stdout.strip() == "(4, 3) False", check.stderr
     shown = _run(["show", "run/recipe.yaml"], tmp_path)
     assert shown.returncode == 0 and "out_channels" in shown.stdout
+
+
+def _complete_trials(db):
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_stopped_search_resumes_with_the_same_command(tmp_path, sig):
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "autocompress", "search", "--trials", "12", "--out", "run", "--no-progress",
+            "--strategy", "random", "--final-finetune-steps", "20"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while _complete_trials(tmp_path / "run" / "study.db") < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    kept = _complete_trials(tmp_path / "run" / "study.db")
+    assert 2 <= kept < 12
+    if sig == "SIGINT":
+        assert proc.returncode == 130 and "resume" in err and "Traceback" not in err
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert _complete_trials(tmp_path / "run" / "study.db") == 12
+    assert "best of 12 trials" in again.stdout
