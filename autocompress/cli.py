@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distillation fine-tune steps per trial in the proxy (default 20)")
     s.add_argument("--final-finetune-steps", type=int, default=300, metavar="N",
                    help="distillation fine-tune steps for the chosen recipe (default 300)")
+    s.add_argument("--knobs", metavar="KINDS",
+                   help="knob kinds to search, comma-separated from channels, sparsity, rank, bits "
+                        "(default: those that lower the budget's metrics: channels for flops; "
+                        "channels,sparsity for params; channels,sparsity,bits for size)")
+    s.add_argument("--sparsity-pattern", default="unstructured", metavar="PATTERN",
+                   help="pattern of sparsity knobs: unstructured, N:M such as 2:4, or a block such as 4x4")
+    s.add_argument("--decomposition", default="tucker2", choices=("tucker2", "spatial"),
+                   help="how rank knobs factorise kxk convolutions (Linear and 1x1 use svd; default tucker2)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _model_options(s)
 
@@ -96,11 +104,23 @@ def _search(args) -> int:
 
     if args.strategy not in STRATEGIES:
         raise AutocompressError(f"unknown strategy {args.strategy!r}; use one of {', '.join(STRATEGIES)}")
+    from .patterns import parse_pattern
+    from .space import KINDS
+
+    knobs = tuple(k.strip() for k in (args.knobs or "").split(",") if k.strip())
+    for kind in knobs:
+        if kind not in KINDS:
+            raise AutocompressError(f"--knobs names unknown kind {kind!r}; use some of {', '.join(KINDS)}")
+    try:
+        parse_pattern(args.sparsity_pattern)
+    except ValueError as exc:
+        raise AutocompressError(f"--sparsity-pattern: {exc}") from None
     workload = load_workload(args.model, args.weights, args.data)
     settings = SearchSettings(
         budget=parsed, trials=args.trials, strategy=args.strategy, seed=args.seed,
         calibration_batches=args.calibration_batches, finetune_steps=args.finetune_steps,
-        final_finetune_steps=args.final_finetune_steps,
+        final_finetune_steps=args.final_finetune_steps, knobs=knobs,
+        sparsity_pattern=args.sparsity_pattern, conv_decomposition=args.decomposition,
     )
     try:
         result = run_search(workload, settings, args.out, progress=not args.no_progress)
@@ -150,8 +170,11 @@ def _show(args) -> int:
         print(f"search: {s.get('strategy')}, {s.get('trials')} trials, seed {s.get('seed')}, "
               f"best trial {s.get('best_trial')}")
     print()
-    rows = [[name, str(v.get("out_channels", "-")), f"{v.get('sparsity', 0.0):.3f}"] for name, v in recipe.layers.items()]
-    print(format_rows(["layer", "out_channels", "sparsity"], rows))
+    rows = [[name, str(v.get("out_channels", "-")),
+             f"{v.get('sparsity', 0.0):.3f}" + (f" {v['pattern']}" if v.get("pattern") else ""),
+             f"{v['rank']} {v['decomposition']}" if v.get("rank") else "-", str(v.get("bits", 32))]
+            for name, v in recipe.layers.items()]
+    print(format_rows(["layer", "out_channels", "sparsity", "rank", "bits"], rows))
     if recipe.metrics.get("base") and recipe.metrics.get("compressed"):
         print()
         print(comparison(recipe.metrics["base"], recipe.metrics["compressed"]))

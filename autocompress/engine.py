@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from . import __version__
 from .budget import Budget
-from .compress import compress
+from .compress import bake, compress
 from .errors import BudgetError, RecipeError
 from .evaluators import accuracy, distill, measure_costs, recalibrate_batchnorm
 from .latency_models import measure_cpu_latency
@@ -38,6 +38,9 @@ class SearchSettings:
 
     ``finetune_steps`` is the per-trial distillation fine-tune of the proxy (0: BatchNorm
     recalibration only); ``final_finetune_steps`` is the fine-tune of the chosen recipe.
+    ``knobs`` names the knob kinds to search (empty: those that can lower the budget's
+    metrics, ``space.KINDS_FOR_METRIC``); ``sparsity_pattern`` and ``conv_decomposition``
+    shape the sparsity and rank knobs (see ``spaces.build_space``).
     """
 
     budget: Budget
@@ -49,6 +52,9 @@ class SearchSettings:
     final_finetune_steps: int = 300
     lr: float = 1e-3
     temperature: float = 4.0
+    knobs: tuple[str, ...] = ()
+    sparsity_pattern: str = "unstructured"
+    conv_decomposition: str = "tucker2"
 
     def recovery(self, final: bool) -> dict[str, Any]:
         return {
@@ -67,12 +73,14 @@ class SearchResult:
     interrupted: bool = False
 
 
-def search_space(workload: Workload, budget: Budget) -> Space:
-    """The model's space with the knob kinds that can lower the budget's metrics."""
-    kinds: tuple[str, ...] = ()
-    for metric in budget.metrics:
-        kinds += tuple(k for k in KINDS_FOR_METRIC[metric] if k not in kinds)
-    return build_space(workload.model, workload.example_input).restrict(kinds)
+def search_space(workload: Workload, settings: SearchSettings) -> Space:
+    """The model's space with the knob kinds the search turns."""
+    kinds = settings.knobs
+    if not kinds:
+        for metric in settings.budget.metrics:
+            kinds += tuple(k for k in KINDS_FOR_METRIC[metric] if k not in kinds)
+    space = build_space(workload.model, workload.example_input, settings.sparsity_pattern, settings.conv_decomposition)
+    return space.restrict(kinds)
 
 
 def base_metrics(workload: Workload) -> dict[str, float]:
@@ -103,7 +111,7 @@ def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float]
     """Proxy accuracy (validation), measured costs and feasibility of one candidate."""
     model = compress(workload.model, space, space.resolve(candidate), workload.example_input)
     recover(model, workload.model, workload, settings.recovery(final=False))
-    score = accuracy(model, workload.val)
+    score = accuracy(model, workload.val)  # with the weight constraints attached, as measured
     if not math.isfinite(score):
         raise FloatingPointError("accuracy is not finite")
     costs = measure_costs(model, workload.example_input)
@@ -123,7 +131,7 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
     strategy = get_strategy(settings.strategy, seed=settings.seed)
     base = base_metrics(workload)
     limits = limits_for(settings.budget, base)
-    space = search_space(workload, settings.budget)
+    space = search_space(workload, settings)
     check_reachable(space, limits, base)
     out.mkdir(parents=True, exist_ok=True)
     config = {
@@ -227,13 +235,14 @@ def check_recipe(workload: Workload, recipe: Recipe) -> Space:
 
 
 def replay(workload: Workload, recipe: Recipe) -> tuple[nn.Module, dict[str, float]]:
-    """Rebuild the compressed model a recipe describes and measure it (test accuracy)."""
+    """Rebuild the compressed model a recipe describes, measure it (test accuracy) and
+    return it baked into plain modules."""
     space = check_recipe(workload, recipe)
     model = compress(workload.model, space, recipe.layers, workload.example_input)
     recover(model, workload.model, workload, recipe.recovery)
     metrics = measure_costs(model, workload.example_input)
     metrics["accuracy"] = accuracy(model, workload.test)
-    return model, metrics
+    return bake(model), metrics
 
 
 def measure_pair(base: nn.Module, compressed: nn.Module, example_input: torch.Tensor,

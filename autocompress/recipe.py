@@ -1,8 +1,8 @@
 """Recipes: the replayable result of a search, stored as YAML (schema version 1).
 
 Top-level keys: ``schema``, ``model`` (name, fingerprint, input shape), ``budget`` (list
-of budget strings), ``layers`` (per qualified module name: ``out_channels`` and
-``sparsity``), ``metrics`` (``base`` and ``compressed``, each with at least ``flops``,
+of budget strings), ``layers`` (per qualified module name: ``out_channels``,
+``sparsity`` with its ``pattern``, ``rank`` with its ``decomposition``, ``bits``), ``metrics`` (``base`` and ``compressed``, each with at least ``flops``,
 ``params``, ``accuracy``), ``search`` (strategy, trials, seed, best_trial...),
 ``recovery`` (how weights are recovered after compression: BatchNorm calibration and
 distillation fine-tune settings, replayed by ``apply``) and ``excluded`` (layers left out
@@ -19,9 +19,10 @@ import yaml
 
 from . import budget as _budget
 from .errors import BudgetError, RecipeError
+from .patterns import BITS, DECOMPOSITIONS, parse_pattern
 
 SCHEMA = 1
-LAYER_KEYS = {"out_channels", "sparsity"}
+LAYER_KEYS = {"out_channels", "sparsity", "pattern", "rank", "decomposition", "bits"}
 RECOVERY_DEFAULTS = {"calibration_batches": 20, "finetune_steps": 0, "lr": 1e-3, "temperature": 4.0, "seed": 0}
 
 
@@ -129,6 +130,21 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
                 raise _fail(source, f"layer {name!r} out_channels must be a whole number >= 1, got {value!r}")
             if key == "sparsity" and not (_number(value) and 0 <= value < 1):
                 raise _fail(source, f"layer {name!r} sparsity must be a number in [0, 1), got {value!r}")
+            if key == "pattern":
+                try:
+                    parse_pattern(value if isinstance(value, str) else repr(value))
+                except ValueError as exc:
+                    raise _fail(source, f"layer {name!r}: {exc}") from None
+            if key == "rank" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise _fail(source, f"layer {name!r} rank must be a whole number >= 1, got {value!r}")
+            if key == "decomposition" and value not in DECOMPOSITIONS:
+                raise _fail(source, f"layer {name!r} decomposition must be one of {', '.join(DECOMPOSITIONS)}, got {value!r}")
+            if key == "bits" and (isinstance(value, bool) or value not in BITS):
+                raise _fail(source, f"layer {name!r} bits must be one of {', '.join(map(str, BITS))}, got {value!r}")
+        if ("rank" in settings) != ("decomposition" in settings):
+            raise _fail(source, f"layer {name!r} needs both rank and decomposition, or neither")
+        if "rank" in settings and settings.get("sparsity", 0):
+            raise _fail(source, f"layer {name!r} has both a rank and a sparsity; a factorised layer is not masked")
         clean_layers[name] = dict(settings)
 
     metrics = data.get("metrics", {}) or {}

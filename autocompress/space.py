@@ -1,33 +1,39 @@
 """The search space: named knobs per layer and per coupled channel group, plus the
 analytic cost model that lets a budget be checked without touching torch.
 
-Knob values are *densities* in (0, 1]: a channel knob is the kept fraction of a group's
-channels, a sparsity knob is ``1 - sparsity`` of a layer's weights.  1 is the neutral
-setting (nothing removed).  A Candidate is a plain ``{knob name: value}`` dict.
-A resolved candidate ("layer settings") is ``{layer name: {"out_channels": int,
-"sparsity": float}}``: what a Recipe stores and what ``compress`` applies.
+Knob values are *densities* in (0, 1], 1 being neutral (nothing changed):
+- ``channels`` (per group): the kept fraction of the group's channels;
+- ``sparsity`` (per layer): ``1 - sparsity`` of the weight, in the space's pattern
+  (unstructured, N:M, or RxC blocks);
+- ``rank`` (per layer): the fraction of the break-even rank (below which a low-rank
+  factorisation saves FLOPs) to keep, in the space's decomposition for that layer;
+- ``bits`` (per layer): bit-width / 32, resolved down to 2 (ternary), 4, 8, 16 or 32.
+A Candidate is a plain ``{knob name: value}`` dict.  A resolved candidate ("layer
+settings") is ``{layer name: {"out_channels": int, "sparsity": float, ...}}``: what a
+Recipe stores and what ``compress`` applies.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Any, Mapping
 
 from .errors import RecipeError
+from .patterns import (bits_for, break_even_rank, lowrank_flops, lowrank_shapes, max_rank, pattern_sparsity,
+                       rank_for, weight_bits, zeroed_weights)
 
 Candidate = dict[str, float]
-LayerSettings = dict[str, dict[str, float]]
+LayerSettings = dict[str, dict[str, Any]]
 
 KINDS = ("channels", "sparsity", "rank", "bits")
-"""Knob kinds the Space type holds; this release searches ``channels`` and ``sparsity``."""
 
-# Which knob kinds can lower each budget metric.
 KINDS_FOR_METRIC = {
     "flops": ("channels",),
     "latency": ("channels",),
     "params": ("channels", "sparsity"),
-    "size": ("channels", "sparsity"),
+    "size": ("channels", "sparsity", "bits"),
 }
+"""The knob kinds searched by default for each budget metric (``--knobs`` overrides)."""
 
 
 def kept_channels(size: int, density: float) -> int:
@@ -35,22 +41,19 @@ def kept_channels(size: int, density: float) -> int:
     return max(1, min(size, math.floor(size * density + 0.5)))
 
 
-def pruned_weights(numel: int, sparsity: float) -> int:
-    """Weights zeroed out of ``numel`` by magnitude pruning at ``sparsity``."""
-    return min(numel - 1, max(0, math.floor(numel * sparsity + 1e-9)))
-
-
 @dataclass(frozen=True)
 class Knob:
     """One searchable setting: ``kind`` applied to ``target`` (a group or a layer name).
 
-    ``low`` and ``high`` bound the density; 1.0 is neutral.
+    ``low`` and ``high`` bound the density; 1.0 is neutral.  ``option`` is the pattern
+    (sparsity) or decomposition (rank) the knob applies.
     """
 
     kind: str
     target: str
     low: float
     high: float = 1.0
+    option: str = ""
 
     @property
     def name(self) -> str:
@@ -59,10 +62,12 @@ class Knob:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A prunable Conv2d or Linear layer as the cost model sees it.
+    """A Conv2d or Linear layer as the cost model sees it.
 
     ``flops_per_pair`` is the layer's FLOPs (2 per multiply-accumulate, for the example
-    input) divided by ``out_channels * in_channels // groups``; ``kernel`` is kh*kw.
+    input) divided by ``out_channels * in_channels // groups``.  ``kernel`` is (kh, kw)
+    ((1, 1) for Linear); ``rows`` are the output positions at the input's resolution,
+    after a vertical kx1 convolution, and at the output's resolution (all equal for Linear).
     ``out_group`` names the channel group that prunes its outputs; ``in_groups`` lists
     ``(group, features per channel)`` for every group feeding its inputs (several where a
     concatenation feeds it; features per channel is the spatial size where a Linear
@@ -74,11 +79,12 @@ class LayerInfo:
     in_channels: int
     out_channels: int
     groups: int
-    kernel: int
+    kernel: tuple[int, int]
     flops_per_pair: int
     bias: bool
     out_group: str | None = None
     in_groups: tuple[tuple[str, int], ...] = ()
+    rows: tuple[int, int, int] = (1, 1, 1)
 
     @property
     def depthwise(self) -> bool:
@@ -108,7 +114,6 @@ class Space:
     knobs: tuple[Knob, ...]
     other_params: int = 0
     excluded: Mapping[str, str] = field(default_factory=dict)
-    bits: int = 32
 
     # ----- knobs -------------------------------------------------------------
     @property
@@ -141,14 +146,35 @@ class Space:
     def resolve(self, candidate: Mapping[str, float]) -> LayerSettings:
         """Layer settings for a candidate; knobs it leaves out stay neutral."""
         kept = {g.name: kept_channels(g.size, candidate.get(f"{g.name}/channels", 1.0)) for g in self.groups}
+        size = {g.name: g.size for g in self.groups}
+        knobs = {k.name: k for k in self.knobs}
         settings: LayerSettings = {}
         for layer in self.layers:
             out = kept[layer.out_group] if layer.out_group else layer.out_channels
+            entry: dict[str, Any] = {"out_channels": out, "sparsity": 0.0}
+            sparsity = knobs.get(f"{layer.name}/sparsity")
             density = candidate.get(f"{layer.name}/sparsity", 1.0)
-            settings[layer.name] = {"out_channels": out, "sparsity": round(1.0 - density, 6)}
+            if sparsity is not None and density < 1.0:
+                pattern = sparsity.option or "unstructured"
+                entry["sparsity"] = round(pattern_sparsity(pattern, 1.0 - density), 6)
+                if pattern != "unstructured":
+                    entry["pattern"] = pattern
+            rank = knobs.get(f"{layer.name}/rank")
+            if rank is not None:
+                inp = _inputs(layer, kept, size)
+                kh, kw = layer.kernel
+                even = break_even_rank(rank.option, out, inp, kh, kw, layer.rows)
+                r = rank_for(candidate.get(rank.name, 1.0), even)
+                if r:  # a factorised layer is not also masked
+                    entry.update(sparsity=0.0, rank=r, decomposition=rank.option)
+                    entry.pop("pattern", None)
+            bits = bits_for(candidate.get(f"{layer.name}/bits", 1.0))
+            if bits < 32:
+                entry["bits"] = bits
+            settings[layer.name] = entry
         return settings
 
-    def group_channels(self, settings: Mapping[str, Mapping[str, float]]) -> dict[str, int]:
+    def group_channels(self, settings: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
         """Kept channels per group, read from layer settings.
 
         Raises RecipeError if coupled layers ask for different counts or a count is out of range.
@@ -176,36 +202,72 @@ class Space:
                     )
         return kept
 
+    def shapes(self, settings: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+        """``(out_channels, in_channels)`` of every layer after channel pruning.
+
+        Raises RecipeError for settings this model cannot take (see ``group_channels``; a
+        rank above what the pruned layer allows, or a decomposition of the wrong kind).
+        """
+        kept = self.group_channels(settings)
+        size = {g.name: g.size for g in self.groups}
+        shapes = {}
+        for layer in self.layers:
+            out, inp = kept[layer.out_group] if layer.out_group else layer.out_channels, _inputs(layer, kept, size)
+            rank, decomposition = settings.get(layer.name, {}).get("rank"), settings.get(layer.name, {}).get("decomposition")
+            if rank:
+                allowed = "svd" if layer.kernel == (1, 1) else "tucker2 or spatial"
+                if layer.groups != 1 or decomposition not in allowed.split(" or "):
+                    raise RecipeError(
+                        f"layer {layer.name} cannot take decomposition {decomposition!r}"
+                        + ("" if layer.groups != 1 else f"; use {allowed}")
+                    )
+                limit = max_rank(decomposition, out, inp, *layer.kernel)
+                if rank > limit:
+                    raise RecipeError(f"layer {layer.name} asks for rank {rank}; at its size it allows at most {limit}")
+            shapes[layer.name] = (out, inp)
+        return shapes
+
     # ----- analytic costs -------------------------------------------------------
-    def cost(self, settings: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    def cost(self, settings: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
         """FLOPs, params (non-zero weights plus other parameters) and size in bytes.
 
         Exact for the model ``compress`` builds from the same settings: tests check it
         against ``torch.utils.flop_counter`` and the real parameter tensors.
         """
         kept = self.group_channels(settings)
-        size = {g.name: g.size for g in self.groups}
+        shapes = self.shapes(settings)
         flops = params = 0
-        size_bits = 0.0
+        size_bits = 0
         for layer in self.layers:
-            out = kept[layer.out_group] if layer.out_group else layer.out_channels
-            inp = layer.in_channels - sum(
-                (size[g] - kept[g]) * per_channel for g, per_channel in layer.in_groups
-            )
-            per_group = 1 if layer.depthwise else inp // layer.groups
-            numel = out * per_group * layer.kernel
-            sparsity = float(settings.get(layer.name, {}).get("sparsity", 0.0))
-            nnz = numel - pruned_weights(numel, sparsity)
+            out, inp = shapes[layer.name]
+            s = settings.get(layer.name, {})
+            bits = int(s.get("bits", 32))
             bias = out if layer.bias else 0
-            flops += layer.flops_per_pair * out * per_group
-            params += nnz + bias
-            dense_bits = numel * self.bits
-            sparse_bits = nnz * self.bits + numel  # values plus a one-bit-per-weight mask
-            size_bits += min(dense_bits, sparse_bits) + bias * self.bits
+            kh, kw = layer.kernel
+            if s.get("rank"):
+                rank, decomposition = int(s["rank"]), s["decomposition"]
+                flops += lowrank_flops(decomposition, out, inp, kh, kw, rank, layer.rows)
+                for rows, cols, kernel in lowrank_shapes(decomposition, out, inp, kh, kw, rank):
+                    params += rows * cols * kernel
+                    size_bits += rows * cols * kernel * bits
+            else:
+                per_group = 1 if layer.depthwise else inp // layer.groups
+                rows, cols = out, per_group * kh * kw
+                pattern = s.get("pattern", "unstructured")
+                nnz = rows * cols - zeroed_weights(rows, cols, float(s.get("sparsity", 0.0)), pattern)
+                flops += layer.flops_per_pair * out * per_group
+                params += nnz
+                size_bits += weight_bits(rows, cols, nnz, bits, pattern)
+            params += bias
+            size_bits += bias * 32
         other = self.other_params + sum(g.params_per_channel * kept[g.name] for g in self.groups)
         params += other
-        size_bits += other * self.bits
-        return {"flops": float(flops), "params": float(params), "size": math.ceil(size_bits / 8)}
+        size_bits += other * 32
+        return {"flops": float(flops), "params": float(params), "size": float(math.ceil(size_bits / 8))}
 
     def candidate_cost(self, candidate: Mapping[str, float]) -> dict[str, float]:
         return self.cost(self.resolve(candidate))
+
+
+def _inputs(layer: LayerInfo, kept: Mapping[str, int], size: Mapping[str, int]) -> int:
+    return layer.in_channels - sum((size[g] - kept[g]) * per_channel for g, per_channel in layer.in_groups)

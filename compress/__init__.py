@@ -1,9 +1,12 @@
 """Compression operators that turn layer settings into a real, smaller model."""
 from __future__ import annotations
 
-from .apply import OPERATORS, compress
+from .apply import OPERATORS, bake, compress
 from .base import Operator
 from .channels import ChannelPruning
-from .sparsity import MagnitudeSparsity
+from .lowrank import LowRank, factorise
+from .masks import MagnitudeSparsity, WeightMask, magnitude_mask
+from .quantize import BitWidth, FakeQuantize, quantize
 
-__all__ = ["Operator", "ChannelPruning", "MagnitudeSparsity", "OPERATORS", "compress"]
+__all__ = ["Operator", "ChannelPruning", "LowRank", "MagnitudeSparsity", "BitWidth", "WeightMask", "FakeQuantize",
+           "OPERATORS", "compress", "bake", "factorise", "magnitude_mask", "quantize"]

@@ -6,29 +6,43 @@ from typing import Mapping
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import parametrize
 
 from ..errors import RecipeError
 from ..space import Space
 from .base import Operator
 from .channels import ChannelPruning
-from .sparsity import MagnitudeSparsity
+from .lowrank import LowRank
+from .masks import MagnitudeSparsity
+from .quantize import BitWidth
 
-OPERATORS: tuple[Operator, ...] = (ChannelPruning(), MagnitudeSparsity())
-"""Applied in this order: structure first, then masks on what remains."""
+OPERATORS: tuple[Operator, ...] = (ChannelPruning(), LowRank(), MagnitudeSparsity(), BitWidth())
+"""Applied in this order: structure first (channels, then factorisation), then the
+weight constraints (masks, then quantisation) on what remains."""
 
 
-def compress(model: nn.Module, space: Space, settings: Mapping[str, Mapping[str, float]],
-             example_input: torch.Tensor) -> nn.Module:
-    """A compressed copy of ``model``; the original is left untouched.
-
-    Raises RecipeError if ``settings`` names a layer the space does not know.
+def compress(model: nn.Module, space: Space, settings: Mapping[str, Mapping], example_input: torch.Tensor) -> nn.Module:
+    """A compressed copy of ``model`` with its weight constraints attached as
+    parametrizations (ready to fine-tune and to measure); ``bake`` makes it plain.
+    The original is left untouched.  Raises RecipeError if ``settings`` names a layer the
+    space does not know.
     """
     known = {layer.name for layer in space.layers}
     for name in settings:
         if name not in known:
             raise RecipeError(f"layer {name!r} is not a compressible layer of this model")
+    space.shapes(settings)  # raises for settings this model cannot take
     compressed = copy.deepcopy(model).eval()
     for operator in OPERATORS:
         if operator.needed(settings, space):
             operator.apply(compressed, space, settings, example_input)
     return compressed
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Write every parametrization's value into a plain weight, in place; returns ``model``."""
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return model

@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -51,7 +50,8 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
     """Fine-tune ``student`` for ``steps`` batches with knowledge distillation from
     ``teacher``: loss = CE + T^2 * KL(student_T || teacher_T).  Deterministic for a seed.
 
-    Weights of Conv/Linear layers that are exactly zero (pruned) stay zero.
+    Weight constraints attached as parametrizations (masks, fake quantisation) hold
+    throughout: only the underlying weights are trained.
     """
     if steps <= 0:
         return
@@ -59,8 +59,6 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
     teacher.eval()
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
-    masks = [(m.weight, m.weight != 0) for m in student.modules()
-             if isinstance(m, _WEIGHTED) and bool((m.weight == 0).any())]
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     for x, y in itertools.islice(_cycle(batches), steps):
@@ -76,9 +74,6 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
         loss.backward()
         optimizer.step()
         schedule.step()
-        with torch.no_grad():
-            for weight, mask in masks:
-                weight.mul_(mask)
     student.eval()
 
 

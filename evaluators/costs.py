@@ -1,11 +1,19 @@
-"""Costs counted on what a model really executes and stores."""
+"""Costs counted on what a model really executes and stores.
+
+Works on plain models and on models with weight constraints attached as
+parametrizations: a parametrization with a ``mask`` buffer (and a ``pattern``) marks the
+stored entries of a weight, one with ``bits`` gives its storage width.
+"""
 from __future__ import annotations
 
 import math
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
+
+from ..patterns import weight_bits
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -18,27 +26,42 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def count_params(model: nn.Module) -> int:
-    """Stored parameters: non-zero Conv/Linear weights plus every other parameter entry."""
-    total = 0
-    weights = {id(m.weight) for m in model.modules() if isinstance(m, _WEIGHTED)}
-    for p in model.parameters():
-        total += int(torch.count_nonzero(p)) if id(p) in weights else p.numel()
-    return total
-
-
-def size_bytes(model: nn.Module, bits: int = 32) -> int:
-    """Bytes to store the parameters: a sparse weight is stored as its non-zero values plus
-    a one-bit-per-weight mask when that is smaller than dense."""
-    total_bits = 0
-    weights = {id(m.weight) for m in model.modules() if isinstance(m, _WEIGHTED)}
-    for p in model.parameters():
-        dense = p.numel() * bits
-        if id(p) in weights:
-            total_bits += min(dense, int(torch.count_nonzero(p)) * bits + p.numel())
+def _weights(model: nn.Module):
+    """(rows, cols, stored entries, bits, pattern, parameter) of every Conv/Linear weight."""
+    for module in model.modules():
+        if not isinstance(module, _WEIGHTED):
+            continue
+        bits, pattern = 32, "unstructured"
+        if parametrize.is_parametrized(module, "weight"):
+            param = module.parametrizations.weight.original
+            stored = param.numel()  # quantisation may round entries to zero; they are still stored
+            for p in module.parametrizations.weight:
+                if hasattr(p, "mask"):
+                    stored, pattern = int(p.mask.count_nonzero()), p.pattern
+                bits = getattr(p, "bits", bits)
         else:
-            total_bits += dense
-    return math.ceil(total_bits / 8)
+            param = module.weight
+            stored = int(torch.count_nonzero(param))
+        yield module.weight.shape[0], param.numel() // param.shape[0], stored, bits, pattern, param
+
+
+def count_params(model: nn.Module) -> int:
+    """Stored parameters: kept Conv/Linear weight entries (the mask where one is attached,
+    else the non-zeros) plus every other parameter entry."""
+    weights = list(_weights(model))
+    seen = {id(w[-1]) for w in weights}
+    return sum(w[2] for w in weights) + sum(p.numel() for p in model.parameters() if id(p) not in seen)
+
+
+def size_bytes(model: nn.Module) -> int:
+    """Bytes to store the parameters: each Conv/Linear weight at its bit-width, sparse ones
+    as kept values plus their pattern's index metadata where that is smaller than dense
+    (``patterns.weight_bits``); every other parameter at 32 bits."""
+    weights = list(_weights(model))
+    seen = {id(w[-1]) for w in weights}
+    bits = sum(weight_bits(rows, cols, nnz, b, pattern) for rows, cols, nnz, b, pattern, _ in weights)
+    bits += 32 * sum(p.numel() for p in model.parameters() if id(p) not in seen)
+    return math.ceil(bits / 8)
 
 
 def measure_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, float]:

@@ -13,21 +13,35 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..errors import ModelError
+from ..patterns import DECOMPOSITIONS, break_even_rank, parse_pattern, pattern_sparsity
 from ..space import ChannelGroup, Knob, LayerInfo, Space
 
 log = logging.getLogger(__name__)
 
 CHANNEL_LOW = 0.1
 SPARSITY_LOW_DENSITY = 0.05
+RANK_LOW = 0.1
+BITS_LOW = 2 / 32
 _PRUNABLE = (nn.Conv2d, nn.Linear)
 _UNSUPPORTED = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-def build_space(model: nn.Module, example_input: torch.Tensor) -> Space:
+def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern: str = "unstructured",
+                conv_decomposition: str = "tucker2") -> Space:
     """Trace ``model`` on ``example_input`` and return its Space.
 
-    Raises ModelError if the model cannot be run or traced on the example input.
+    ``sparsity_pattern`` is the pattern of every sparsity knob ("unstructured", N:M such
+    as "2:4", or a block such as "4x4"); ``conv_decomposition`` is how rank knobs factorise
+    kxk convolutions ("tucker2" or "spatial"; Linear and 1x1 layers always use "svd").
+    Raises ModelError if the model cannot be run or traced on the example input, or an
+    option is not one of those.
     """
+    try:
+        kind, (_, m) = parse_pattern(sparsity_pattern)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    if conv_decomposition not in DECOMPOSITIONS[1:]:
+        raise ModelError(f"conv decomposition {conv_decomposition!r} is not 'tucker2' or 'spatial'")
     names = {module: name for name, module in model.named_modules()}
     order, shapes = _run_and_record(model, example_input)
     prunable = [m for m in order if isinstance(m, _PRUNABLE)]
@@ -73,7 +87,20 @@ def build_space(model: nn.Module, example_input: torch.Tensor) -> Space:
     accounted = sum(_layer_params(l) for l in layers) + sum(g.params_per_channel * g.size for g in groups)
     total = sum(p.numel() for p in model.parameters())
     knobs = [Knob("channels", g.name, CHANNEL_LOW) for g in groups]
-    knobs += [Knob("sparsity", l.name, SPARSITY_LOW_DENSITY) for l in layers]
+    for layer in layers:
+        cols = layer.in_channels // layer.groups * layer.kernel[0] * layer.kernel[1]
+        if kind == "unstructured":
+            knobs.append(Knob("sparsity", layer.name, SPARSITY_LOW_DENSITY))
+        elif kind == "nm" and cols >= m:
+            knobs.append(Knob("sparsity", layer.name, 1.0 - pattern_sparsity(sparsity_pattern, 0.0),
+                              option=sparsity_pattern))
+        elif kind == "block":
+            knobs.append(Knob("sparsity", layer.name, SPARSITY_LOW_DENSITY, option=sparsity_pattern))
+    for layer, module in zip(layers, prunable):
+        decomposition = _decomposition(layer, module, conv_decomposition)
+        if decomposition:
+            knobs.append(Knob("rank", layer.name, RANK_LOW, option=decomposition))
+    knobs += [Knob("bits", layer.name, BITS_LOW) for layer in layers]
     return Space(tuple(layers), tuple(groups), tuple(knobs), total - accounted, excluded)
 
 
@@ -148,15 +175,28 @@ def _parse_group(group, names, rank):
 def _layer_info(module, name, shape, in_groups, out_group) -> LayerInfo:
     in_shape, out_shape = shape
     if isinstance(module, nn.Conv2d):
-        kernel = module.kernel_size[0] * module.kernel_size[1]
-        spatial = out_shape[0] * out_shape[2] * out_shape[3] if len(out_shape) == 4 else out_shape[1] * out_shape[2]
-        return LayerInfo(name, "conv", module.in_channels, module.out_channels, module.groups, kernel,
-                         2 * kernel * spatial, module.bias is not None, out_group, in_groups)
-    rows = in_shape.numel() // module.in_features
-    return LayerInfo(name, "linear", module.in_features, module.out_features, 1, 1, 2 * rows,
-                     module.bias is not None, out_group, in_groups)
+        kh, kw = module.kernel_size
+        batch = in_shape[0] if len(in_shape) == 4 else 1
+        (h_in, w_in), (h_out, w_out) = in_shape[-2:], out_shape[-2:]
+        rows = (batch * h_in * w_in, batch * h_out * w_in, batch * h_out * w_out)
+        return LayerInfo(name, "conv", module.in_channels, module.out_channels, module.groups, (kh, kw),
+                         2 * kh * kw * rows[2], module.bias is not None, out_group, in_groups, rows)
+    n = in_shape.numel() // module.in_features
+    return LayerInfo(name, "linear", module.in_features, module.out_features, 1, (1, 1), 2 * n,
+                     module.bias is not None, out_group, in_groups, (n, n, n))
+
+
+def _decomposition(layer: LayerInfo, module: nn.Module, conv_decomposition: str) -> str:
+    """How a rank knob factorises this layer, or '' if no rank saves FLOPs."""
+    if layer.groups != 1 or getattr(module, "dilation", (1, 1)) != (1, 1):
+        return ""
+    decomposition = "svd" if layer.kernel == (1, 1) else conv_decomposition
+    kh, kw = layer.kernel
+    even = break_even_rank(decomposition, layer.out_channels, layer.in_channels, kh, kw, layer.rows)
+    return decomposition if even > 1 else ""
 
 
 def _layer_params(layer: LayerInfo) -> int:
     per_group = 1 if layer.depthwise else layer.in_channels // layer.groups
-    return layer.out_channels * per_group * layer.kernel + (layer.out_channels if layer.bias else 0)
+    kh, kw = layer.kernel
+    return layer.out_channels * per_group * kh * kw + (layer.out_channels if layer.bias else 0)

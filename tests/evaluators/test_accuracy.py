@@ -46,11 +46,16 @@ def test_distillation_is_deterministic_and_learns():
     assert accuracy(student, _data()) > max(before, 80.0)
 
 
-def test_distillation_keeps_pruned_weights_at_zero():
+def test_distillation_keeps_attached_masks():
+    from torch.nn.utils import parametrize
+
+    from autocompress.compress import WeightMask
+
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
     student = copy.deepcopy(teacher)
-    with torch.no_grad():
-        student[0].weight[:8] = 0
+    mask = torch.ones(16, 4)
+    mask[:8] = 0
+    parametrize.register_parametrization(student[0], "weight", WeightMask(mask, "unstructured"))
     distill(student, teacher, _data(), steps=20, lr=1e-2)
     assert int((student[0].weight == 0).sum()) == 32

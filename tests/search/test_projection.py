@@ -8,6 +8,7 @@ import torch
 from autocompress.demo import DemoNet
 from autocompress.errors import BudgetError
 from autocompress.search import check_reachable, project
+from autocompress.space import KINDS_FOR_METRIC
 from autocompress.spaces import build_space
 
 
@@ -18,6 +19,7 @@ def space():
 
 @pytest.mark.parametrize("metric,ratio", [("flops", 0.3), ("params", 0.1), ("size", 0.25), ("flops", 0.6)])
 def test_projection_meets_the_budget_tightly(space, metric, ratio):
+    space = space.restrict(KINDS_FOR_METRIC[metric])
     base = space.candidate_cost(space.neutral())
     limit = {metric: ratio * base[metric]}
     rng = random.Random(0)
@@ -39,3 +41,16 @@ def test_unreachable_budget_is_reported(space):
     base = space.candidate_cost(space.neutral())
     with pytest.raises(BudgetError, match="cannot be met"):
         check_reachable(space, {"flops": 1e-6 * base["flops"]}, base)
+
+
+def test_discrete_knobs_still_meet_the_budget(space):
+    """Ranks move in steps of 8 and bits in powers of two: the projection may land below
+    the limit, never above it."""
+    mixed = space.restrict(("channels", "rank", "bits"))
+    base = mixed.candidate_cost(mixed.neutral())
+    rng = random.Random(1)
+    for metric in ("flops", "size"):
+        limit = {metric: 0.3 * base[metric]}
+        for _ in range(5):
+            proposal = {k.name: rng.uniform(k.low, k.high) for k in mixed.knobs}
+            assert mixed.candidate_cost(project(mixed, proposal, limit))[metric] <= limit[metric]
