@@ -1,6 +1,8 @@
 """Structured channel pruning: removes whole channels, with everything coupled to them."""
 from __future__ import annotations
 
+import warnings
+
 from typing import Mapping
 
 import torch
@@ -31,7 +33,9 @@ class ChannelPruning(Operator):
         todo = [g for g in space.groups if kept[g.name] < g.size]
         if not todo:
             return
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Unwrapped parameters")
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
         importance = tp.importance.MagnitudeImportance(p=2)
         for group in todo:
             root = model.get_submodule(group.name)

@@ -6,6 +6,8 @@ The model's output layer is never pruned on its outputs.
 """
 from __future__ import annotations
 
+import warnings
+
 import logging
 
 import torch
@@ -55,7 +57,9 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
             log.warning("layer %s left out of the search: %s", names[module], excluded[names[module]])
 
     try:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Unwrapped parameters")
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
         tp_groups = list(graph.get_all_groups(ignored_layers=[output_layer], root_module_types=list(_PRUNABLE)))
     except Exception as exc:  # Torch-Pruning raises many types while tracing exotic graphs.
         raise ModelError(f"could not trace the model's channel dependencies: {exc}") from None
@@ -157,6 +161,11 @@ def _parse_group(group, names, rank):
     name = names[members[0]]
     cgroup = ChannelGroup(name, size, tuple(names[m] for m in members), extra)
     reason = ""
+    attention = [names[item.dep.target.module] for item in group
+                 if isinstance(item.dep.target.module, nn.MultiheadAttention)]
+    if attention:
+        reason = (f"its channels feed the attention {attention[0]}, whose width must stay a multiple of its "
+                  "heads; attention channels are not pruned yet")
     for module in members:
         width = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
         if width != size:
