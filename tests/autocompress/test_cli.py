@@ -160,3 +160,14 @@ def test_stopped_search_resumes_with_the_same_command(tmp_path, sig):
     assert again.returncode == 0, again.stderr
     assert _complete_trials(tmp_path / "run" / "study.db") == 12
     assert "best of 12 trials" in again.stdout
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--knobs", "channels,magic"], "unknown kind 'magic'"),
+    (["--sparsity-pattern", "5:4"], "N:M with N < M"),
+    (["--strategy", "annealing"], "unknown strategy"),
+    (["--trials", "0"], "--trials 0"),
+])
+def test_bad_search_options_get_one_line(args, expect, tmp_path, capsys):
+    assert main(["search", "--out", str(tmp_path / "r"), *args]) == 2
+    assert expect in _one_clean_line(capsys.readouterr().err)

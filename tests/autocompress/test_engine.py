@@ -116,3 +116,20 @@ def test_params_budget_searches_sparsity_too(tmp_path):
     recipe = Recipe.load(out / "recipe.yaml")
     assert recipe.metrics["compressed"]["params"] <= 0.1 * recipe.metrics["base"]["params"]
     assert any(layer["sparsity"] > 0 for layer in recipe.layers.values())
+
+
+@pytest.mark.parametrize("options,check", [
+    (["--budget", "flops=0.5", "--knobs", "rank"], lambda s: "rank" in s and "decomposition" in s),
+    (["--budget", "params=0.7", "--knobs", "sparsity", "--sparsity-pattern", "2:4"], lambda s: s.get("pattern") == "2:4"),
+    (["--budget", "size=0.2", "--knobs", "bits"], lambda s: s.get("bits", 32) < 32),
+])
+def test_rank_pattern_and_bits_knobs_end_to_end(tmp_path, options, check):
+    out = tmp_path / "run"
+    assert main(["search", "--trials", "2", "--out", str(out), "--strategy", "random", *FAST, *options]) == 0
+    recipe = Recipe.load(out / "recipe.yaml")
+    assert any(check(layer) for layer in recipe.layers.values())
+    metric, ratio = options[1].split("=")
+    assert recipe.metrics["compressed"][metric] <= float(ratio) * recipe.metrics["base"][metric]
+    model, metrics = engine.replay(load_workload(), recipe)
+    assert metrics[metric] == recipe.metrics["compressed"][metric]
+    assert not any(hasattr(m, "parametrizations") for m in model.modules())

@@ -434,3 +434,28 @@ def test_yaml_round_trip_of_any_valid_recipe_is_lossless(layers, metrics, exclud
         search=search, excluded=excluded,
     )
     assert Recipe.from_dict(yaml.safe_load(recipe.to_yaml())) == recipe
+
+
+@pytest.mark.parametrize("settings,expect", [
+    ({"pattern": "5:4", "sparsity": 0.5}, "pattern"),
+    ({"pattern": "banana"}, "pattern"),
+    ({"rank": 8}, "both rank and decomposition"),
+    ({"rank": 0, "decomposition": "svd"}, "rank"),
+    ({"rank": 8, "decomposition": "cp"}, "decomposition"),
+    ({"rank": 8, "decomposition": "svd", "sparsity": 0.5}, "factorised"),
+    ({"bits": 3}, "bits"),
+    ({"bits": True}, "bits"),
+])
+def test_rank_pattern_and_bits_settings_are_validated(settings, expect):
+    data = _base()
+    data["layers"] = {"conv": settings}
+    with pytest.raises(RecipeError, match=expect):
+        Recipe.from_dict(data)
+
+
+def test_rank_pattern_and_bits_settings_round_trip():
+    data = _base()
+    data["layers"] = {"a": {"out_channels": 8, "sparsity": 0.5, "pattern": "2:4", "bits": 4},
+                      "b": {"out_channels": 16, "sparsity": 0.0, "rank": 8, "decomposition": "tucker2"}}
+    recipe = Recipe.from_dict(data)
+    assert Recipe.from_dict(yaml.safe_load(recipe.to_yaml())) == recipe

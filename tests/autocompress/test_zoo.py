@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import functools
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+
+from autocompress import zoo
+from autocompress.compress import compress
+from autocompress.engine import export_model
+from autocompress.evaluators import accuracy, measure_costs
+from autocompress.spaces import build_space
+
+MHA_PRUNING = (
+    "Torch-Pruning prunes nn.MultiheadAttention's embed dim to counts that are not a multiple of num_heads "
+    "(AssertionError: embed_dim 55 not divisible by num_heads 4), and Space.cost counts the in_proj/out_proj "
+    "weights (quadratic in the embed dim) as per-channel params"
+)
+MHA_FLOPS = (
+    "measure_costs counts no FLOPs for nn.MultiheadAttention in eval mode: torch.utils.flop_counter has no "
+    "formula for its fast path aten._native_multi_head_attention (vit_tiny measures 4.65M of 11.1M)"
+)
+LIBRARY_FAILURES = {
+    ("vit_tiny", "candidates"): MHA_PRUNING,
+    ("vit_tiny", "export"): MHA_PRUNING,
+    ("vit_tiny", "flops"): MHA_FLOPS,
+}
+
+
+def models(test: str) -> list:
+    """Every zoo model, with a strict xfail where the library (not the zoo) fails ``test``."""
+    return [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=LIBRARY_FAILURES[name, test]))
+        if (name, test) in LIBRARY_FAILURES else name
+        for name in zoo.MODELS
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def base(name: str) -> nn.Module:
+    return zoo.MODELS[name].factory()
+
+
+@functools.lru_cache(maxsize=None)
+def space(name: str):
+    return build_space(base(name), zoo.example_input(name))
+
+
+@functools.lru_cache(maxsize=None)
+def compressed(name: str, seed: int) -> tuple[nn.Module, dict]:
+    """A compressed copy for a seeded random candidate: every knob uniform in [low, 1]."""
+    rng = random.Random(seed)
+    candidate = {k.name: rng.uniform(k.low, 1.0) for k in space(name).knobs}
+    settings = space(name).resolve(candidate)
+    return compress(base(name), space(name), settings, zoo.example_input(name)), settings
+
+
+@pytest.mark.parametrize("name", models("forward"))
+def test_forward_gives_ten_logits_per_sample(name):
+    for batch in (1, 3):
+        out = base(name)(zoo.example_input(name, batch))
+        assert out.shape == (batch, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", models("deterministic"))
+def test_factory_is_deterministic_and_leaves_the_callers_seed_alone(name):
+    torch.manual_seed(123)
+    first = zoo.MODELS[name].factory()
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    second = zoo.MODELS[name].factory()
+    assert torch.equal(torch.rand(3), after)
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not first.training
+
+
+@pytest.mark.parametrize("name", models("data"))
+def test_data_is_labelled_by_the_model_itself(name):
+    splits = getattr(zoo, f"{name}_data")()
+    assert [len(s.x) for s in splits] == list(zoo.SPLIT_SIZES)
+    x, y = next(iter(splits[0]))
+    assert x.shape == (zoo.BATCH_SIZE, *zoo.MODELS[name].input_shape) and y.dtype == torch.int64
+    for split in splits:
+        assert accuracy(base(name), split) == 100.0
+    assert len(torch.unique(splits[2].y)) == 10  # the labels are spread over the classes
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(KeyError, match="resnet20"):
+        zoo.example_input("resnet21")
+
+
+@pytest.mark.parametrize("name", models("neutral"))
+def test_neutral_compression_changes_nothing(name):
+    model = base(name)
+    neutral = compress(model, space(name), space(name).resolve(space(name).neutral()), zoo.example_input(name))
+    batch = zoo.example_input(name, 3)
+    assert torch.equal(neutral(batch), model(batch))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("name", models("candidates"))
+def test_random_candidates_run_and_cost_exactly_what_the_space_predicts(name, seed):
+    small, settings = compressed(name, seed)
+    assert small(zoo.example_input(name, 3)).shape == (3, 10)
+    assert space(name).cost(settings) == measure_costs(small, zoo.example_input(name))
+
+
+@pytest.mark.parametrize("name", models("export"))
+def test_compressed_model_exports_with_a_dynamic_batch(name, tmp_path):
+    small, _ = compressed(name, 0)
+    path = tmp_path / f"{name}.pt2"
+    export_model(small, zoo.example_input(name), path)
+    loaded = torch.export.load(str(path)).module()
+    for batch in (1, 4):
+        x = zoo.example_input(name, batch)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), small(x))
+
+
+def layer_flops(model: nn.Module, example_input: torch.Tensor) -> int:
+    """FLOPs (2 per multiply-accumulate) of every Conv2d, Linear and self-attention call."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.MultiheadAttention):
+            n, length, dim = inputs[0].shape  # q, k, v and out projections; scores and weighted sum
+            total += 2 * n * length * dim * 4 * dim + 2 * 2 * n * length * length * dim
+        elif isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += 2 * output.numel() * module.in_channels // module.groups * kh * kw
+        else:
+            total += 2 * output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention))]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+@pytest.mark.parametrize("name", models("flops"))
+def test_measured_flops_count_every_layer(name):
+    model, x = base(name), zoo.example_input(name)
+    assert measure_costs(model, x)["flops"] == layer_flops(model, x)
