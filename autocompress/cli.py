@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics and export it with torch.export (dynamic batch size).")
     a.add_argument("recipe", metavar="RECIPE", help="a recipe.yaml written by search")
     a.add_argument("--out", metavar="FILE.pt2", help="where to write the exported model (default beside the recipe)")
+    a.add_argument("--int8", action="store_true",
+                   help="also write a real int8 CPU model (TorchScript, FILE.int8.pt) when every quantised "
+                        "layer of the recipe is 8-bit, and report its measured accuracy and latency")
     _model_options(a)
 
     w = sub.add_parser("show", help="print a recipe readably")
@@ -140,11 +143,16 @@ def _search(args) -> int:
 
 def _apply(args) -> int:
     from .engine import export_model, measure_pair, replay
+    from .errors import AutocompressError
     from .recipe import Recipe
     from .table import comparison
     from .workload import load_workload
 
     recipe = Recipe.load(args.recipe)
+    quantised = {name: s["bits"] for name, s in recipe.layers.items() if s.get("bits", 32) < 32}
+    if args.int8 and (not quantised or set(quantised.values()) != {8}):
+        odd = next((f"{n} at {b} bits" for n, b in quantised.items() if b != 8), "no quantised layer")
+        raise AutocompressError(f"--int8 needs every quantised layer of the recipe at 8 bits; it has {odd}")
     workload = load_workload(args.model, args.weights, args.data)
     model, metrics = replay(workload, recipe)
     _, metrics["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
@@ -155,6 +163,18 @@ def _apply(args) -> int:
     if recorded:
         print(comparison(recorded, metrics, titles=("recipe", "applied")))
     print(f"\nexported: {out} (load with torch.export.load; any batch size)")
+    if args.int8:
+        from .compress.int8 import to_int8
+        from .evaluators import accuracy
+
+        int8 = to_int8(model, workload.example_input, quantised, workload.train, recipe.recovery["calibration_batches"])
+        int8_path = out.with_suffix(".int8.pt")
+        int8.save(str(int8_path))
+        float_ms, int8_ms = measure_pair(model, int8, workload.example_input)
+        print(f"int8: {int8_path} (load with torch.jit.load); {workload.test_split} accuracy "
+              f"{accuracy(int8, workload.test):.2f}% vs {metrics['accuracy']:.2f}% float; CPU latency at batch "
+              f"{workload.example_input.shape[0]} {int8_ms:.3f} ms vs {float_ms:.3f} ms float "
+              f"({float_ms / int8_ms:.2f}x)")
     return 0
 
 

@@ -133,3 +133,23 @@ def test_rank_pattern_and_bits_knobs_end_to_end(tmp_path, options, check):
     model, metrics = engine.replay(load_workload(), recipe)
     assert metrics[metric] == recipe.metrics["compressed"][metric]
     assert not any(hasattr(m, "parametrizations") for m in model.modules())
+
+
+def test_apply_int8_writes_a_real_int8_model_only_for_8_bit_recipes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--budget", "size=0.3", "--knobs", "bits", "--trials", "1", "--strategy", "uniform",
+                 "--out", str(out), *FAST]) == 0
+    recipe = Recipe.load(out / "recipe.yaml")
+    recipe.layers["head"]["bits"] = 4
+    recipe.save(out / "mixed.yaml")
+    capsys.readouterr()
+    assert main(["apply", str(out / "mixed.yaml"), "--int8"]) == 2
+    assert "head at 4 bits" in capsys.readouterr().err
+    for layer in recipe.layers.values():
+        layer["bits"] = 8
+    recipe.save(out / "int8.yaml")
+    assert main(["apply", str(out / "int8.yaml"), "--int8", "--out", str(tmp_path / "m.pt2")]) == 0
+    assert "int8:" in capsys.readouterr().out
+    int8 = torch.jit.load(str(tmp_path / "m.int8.pt"))
+    assert int8(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    assert "quantized::conv2d" in str(int8.inlined_graph)  # real int8 kernels, not fake quantisation

@@ -1,0 +1,34 @@
+"""A real int8 CPU model (PyTorch's fx post-training quantisation) for 8-bit recipes."""
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+
+def to_int8(model: nn.Module, example_input: torch.Tensor, layers: Iterable[str], calibration: Iterable,
+            batches: int = 20) -> torch.jit.ScriptModule:
+    """Quantise ``layers`` of a baked float model to int8 (x86 backend: per-channel weights,
+    activations observed on ``batches`` calibration batches) and return it as TorchScript,
+    which loads with ``torch.jit.load`` alone.  ``torch.ao.quantization``'s fx workflow is
+    deprecated upstream but still the way to run int8 convolutions on a CPU in eager PyTorch;
+    ``torch.export`` cannot serialise its packed weights, hence TorchScript.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import QConfigMapping, get_default_qconfig
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        qconfig = get_default_qconfig("x86")
+        mapping = QConfigMapping()
+        for name in layers:
+            mapping = mapping.set_module_name(name, qconfig)
+        prepared = prepare_fx(model.eval(), mapping, (example_input,))
+        with torch.no_grad():
+            for x, _ in itertools.islice(calibration, batches):
+                prepared(x)
+        quantized = convert_fx(prepared)
+        return torch.jit.trace(quantized, example_input)
