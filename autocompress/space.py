@@ -107,12 +107,17 @@ class ChannelGroup:
 
 @dataclass(frozen=True)
 class Space:
-    """Everything the search may change in one model, and what each change costs."""
+    """Everything the search may change in one model, and what each change costs.
+
+    ``other_params`` / ``other_flops`` are the parameters and FLOPs outside the layers and
+    groups (e.g. attention's matrix products), which no knob changes.
+    """
 
     layers: tuple[LayerInfo, ...]
     groups: tuple[ChannelGroup, ...]
     knobs: tuple[Knob, ...]
     other_params: int = 0
+    other_flops: int = 0
     excluded: Mapping[str, str] = field(default_factory=dict)
 
     # ----- knobs -------------------------------------------------------------
@@ -263,6 +268,7 @@ class Space:
         other = self.other_params + sum(g.params_per_channel * kept[g.name] for g in self.groups)
         params += other
         size_bits += other * 32
+        flops += self.other_flops
         return {"flops": float(flops), "params": float(params), "size": float(math.ceil(size_bits / 8))}
 
     def candidate_cost(self, candidate: Mapping[str, float]) -> dict[str, float]:

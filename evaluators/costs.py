@@ -20,9 +20,16 @@ _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     """Dense FLOPs of one forward pass, as ``torch.utils.flop_counter`` counts them
-    (2 per multiply-accumulate of convolutions and matrix products)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.eval()(example_input)
+    (2 per multiply-accumulate of convolutions and matrix products).  Pass the model in
+    eval mode (it is not switched here, so exported programs can be counted too).
+
+    Runs with autograd on and an input that requires grad: fused inference kernels (the
+    fast path of ``nn.MultiheadAttention``) are invisible to the counter, their
+    decomposition is not.
+    """
+    x = example_input.detach().clone().requires_grad_(example_input.is_floating_point())
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
     return int(counter.get_total_flops())
 
 

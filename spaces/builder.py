@@ -13,6 +13,7 @@ import logging
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ModelError
 from ..patterns import DECOMPOSITIONS, break_even_rank, parse_pattern, pattern_sparsity
@@ -45,7 +46,7 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
     if conv_decomposition not in DECOMPOSITIONS[1:]:
         raise ModelError(f"conv decomposition {conv_decomposition!r} is not 'tucker2' or 'spatial'")
     names = {module: name for name, module in model.named_modules()}
-    order, shapes = _run_and_record(model, example_input)
+    order, shapes, total_flops = _run_and_record(model, example_input)
     prunable = [m for m in order if isinstance(m, _PRUNABLE)]
     if not prunable:
         raise ModelError("the model has no Conv2d or Linear layer that runs on the example input; nothing to compress")
@@ -90,6 +91,8 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
         layers.append(_layer_info(module, name, shapes[module], tuple(in_groups.get(module, ())), out_group.get(module)))
     accounted = sum(_layer_params(l) for l in layers) + sum(g.params_per_channel * g.size for g in groups)
     total = sum(p.numel() for p in model.parameters())
+    layer_flops = sum(l.flops_per_pair * l.out_channels * (1 if l.depthwise else l.in_channels // l.groups)
+                      for l in layers)
     knobs = [Knob("channels", g.name, CHANNEL_LOW) for g in groups]
     for layer in layers:
         cols = layer.in_channels // layer.groups * layer.kernel[0] * layer.kernel[1]
@@ -105,7 +108,7 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
         if decomposition:
             knobs.append(Knob("rank", layer.name, RANK_LOW, option=decomposition))
     knobs += [Knob("bits", layer.name, BITS_LOW) for layer in layers]
-    return Space(tuple(layers), tuple(groups), tuple(knobs), total - accounted, excluded)
+    return Space(tuple(layers), tuple(groups), tuple(knobs), total - accounted, total_flops - layer_flops, excluded)
 
 
 def _run_and_record(model: nn.Module, example_input: torch.Tensor):
@@ -118,9 +121,11 @@ def _run_and_record(model: nn.Module, example_input: torch.Tensor):
             shapes[module] = (inputs[0].shape, output.shape)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    # autograd on, as in evaluators.count_flops, so fused inference kernels are counted
+    x = example_input.detach().clone().requires_grad_(example_input.is_floating_point())
     try:
-        with torch.no_grad():
-            model.eval()(example_input)
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(x)
     except Exception as exc:
         raise ModelError(
             f"the model failed on an example input of shape {tuple(example_input.shape)}: {exc}"
@@ -128,7 +133,7 @@ def _run_and_record(model: nn.Module, example_input: torch.Tensor):
     finally:
         for h in handles:
             h.remove()
-    return order, shapes
+    return order, shapes, int(counter.get_total_flops())
 
 
 def _is_out(handler) -> bool:
