@@ -37,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flops=0.3 (ratio of the base), flops=120M, params=50k, size=1.5MB; "
                         "comma-separated or repeated (default flops=0.3)")
     s.add_argument("--trials", type=int, default=30, metavar="N", help="finished trials to run in all (default 30)")
-    s.add_argument("--strategy", default="bo", help="bo, uniform or random (default bo)")
+    s.add_argument("--strategy", default="bo", metavar="NAME",
+                   help="one of: " + ", ".join(_strategy_names()) + " (default bo)")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the strategy, e.g. --option generations=20 (repeatable; see README)")
+    s.add_argument("--objective", default="accuracy", choices=("accuracy", "pareto"),
+                   help="accuracy: the best proxy accuracy within the budget (default); pareto: also save the "
+                        "accuracy/cost front to OUT/pareto.yaml (any point exportable with `autocompress export`)")
+    s.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
+                   help="proxy accuracy the user gives up at most, for strategies that minimise cost under an "
+                        "accuracy floor (condensa; default 1.0)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--out", default="autocompress-run", metavar="DIR", help="output folder (default autocompress-run)")
     s.add_argument("--calibration-batches", type=int, default=20, metavar="N",
@@ -73,6 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _strategy_names() -> list[str]:
+    from .search import STRATEGIES
+
+    return list(STRATEGIES)
+
+
+def _options(pairs: list[str]) -> dict:
+    """``--option key=value`` pairs, values read as YAML scalars (numbers, true/false)."""
+    import yaml
+
+    from .errors import AutocompressError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise AutocompressError(f"--option {pair!r} is not of the form key=value")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -95,6 +128,8 @@ def _search(args) -> int:
     from . import budget
     from .errors import AutocompressError, BudgetError
 
+    if not args.max_accuracy_drop >= 0:
+        raise AutocompressError(f"--max-accuracy-drop {args.max_accuracy_drop} must be zero or more points")
     for name in ("trials", "calibration_batches", "finetune_steps", "final_finetune_steps"):
         if getattr(args, name) < 0 or (name == "trials" and args.trials < 1):
             raise AutocompressError(f"--{name.replace('_', '-')} {getattr(args, name)} must be "
@@ -124,6 +159,8 @@ def _search(args) -> int:
         calibration_batches=args.calibration_batches, finetune_steps=args.finetune_steps,
         final_finetune_steps=args.final_finetune_steps, knobs=knobs,
         sparsity_pattern=args.sparsity_pattern, conv_decomposition=args.decomposition,
+        max_accuracy_drop=args.max_accuracy_drop, objective=args.objective,
+        strategy_options=_options(args.option),
     )
     try:
         result = run_search(workload, settings, args.out, progress=not args.no_progress)

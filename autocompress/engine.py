@@ -18,18 +18,21 @@ import torch.nn as nn
 from . import __version__
 from .budget import Budget
 from .compress import bake, compress
-from .errors import BudgetError, RecipeError
+from .errors import AutocompressError, BudgetError, RecipeError
 from .evaluators import accuracy, distill, measure_costs, recalibrate_batchnorm
 from .latency_models import measure_cpu_latency
 from .recipe import Recipe
-from .search import check_reachable, get_strategy, project
+from .search import Problem, Strategy, as_proposal, check_reachable, get_strategy, project
+from .search.base import feasible_trials, search_trials
 from .space import KINDS_FOR_METRIC, Space
 from .spaces import build_space
 from .study import Study
-from .trial import COMPLETE, TrialRecord
+from .trial import COMPLETE, SCAN, SEARCH, TrialRecord
 from .workload import Workload
 
 log = logging.getLogger(__name__)
+
+OBJECTIVES = ("accuracy", "pareto")
 
 
 @dataclass
@@ -37,7 +40,11 @@ class SearchSettings:
     """Everything that defines a search besides the model and data.
 
     ``finetune_steps`` is the per-trial distillation fine-tune of the proxy (0: BatchNorm
-    recalibration only); ``final_finetune_steps`` is the fine-tune of the chosen recipe.
+    recalibration only; sensitivity scans always use 0); ``final_finetune_steps`` is the
+    fine-tune of the chosen recipe.  ``max_accuracy_drop`` (points of proxy accuracy) is
+    the tolerance of strategies that minimise cost under an accuracy floor (condensa);
+    ``objective`` is ``"accuracy"`` or ``"pareto"`` (also save the accuracy/cost front);
+    ``strategy_options`` are keyword arguments for the strategy's constructor.
     ``knobs`` names the knob kinds to search (empty: those that can lower the budget's
     metrics, ``space.KINDS_FOR_METRIC``); ``sparsity_pattern`` and ``conv_decomposition``
     shape the sparsity and rank knobs (see ``spaces.build_space``).
@@ -55,11 +62,14 @@ class SearchSettings:
     knobs: tuple[str, ...] = ()
     sparsity_pattern: str = "unstructured"
     conv_decomposition: str = "tucker2"
+    max_accuracy_drop: float = 1.0
+    objective: str = "accuracy"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
 
-    def recovery(self, final: bool) -> dict[str, Any]:
+    def recovery(self, final: bool, scan: bool = False) -> dict[str, Any]:
         return {
             "calibration_batches": self.calibration_batches,
-            "finetune_steps": self.final_finetune_steps if final else self.finetune_steps,
+            "finetune_steps": 0 if scan else self.final_finetune_steps if final else self.finetune_steps,
             "lr": self.lr, "temperature": self.temperature, "seed": self.seed,
         }
 
@@ -107,10 +117,11 @@ def recover(model: nn.Module, teacher: nn.Module, workload: Workload, recovery: 
 
 
 def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float], settings: SearchSettings,
-                   limits: dict[str, float]) -> tuple[float, dict[str, float], bool]:
+                   limits: dict[str, float], purpose: str = SEARCH,
+                   channel_order: dict[str, list[int]] | None = None) -> tuple[float, dict[str, float], bool]:
     """Proxy accuracy (validation), measured costs and feasibility of one candidate."""
-    model = compress(workload.model, space, space.resolve(candidate), workload.example_input)
-    recover(model, workload.model, workload, settings.recovery(final=False))
+    model = compress(workload.model, space, space.resolve(candidate, channel_order), workload.example_input)
+    recover(model, workload.model, workload, settings.recovery(final=False, scan=purpose == SCAN))
     score = accuracy(model, workload.val)  # with the weight constraints attached, as measured
     if not math.isfinite(score):
         raise FloatingPointError("accuracy is not finite")
@@ -128,36 +139,38 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
     from tqdm.auto import tqdm
 
     out = Path(out)
-    strategy = get_strategy(settings.strategy, seed=settings.seed)
+    if settings.objective not in OBJECTIVES:
+        raise AutocompressError(f"unknown objective {settings.objective!r}; use one of {', '.join(OBJECTIVES)}")
+    strategy = get_strategy(settings.strategy, seed=settings.seed, **settings.strategy_options)
     base = base_metrics(workload)
     limits = limits_for(settings.budget, base)
     space = search_space(workload, settings)
     check_reachable(space, limits, base)
+    problem = Problem(space, limits, base, accuracy(workload.model, workload.val), settings.max_accuracy_drop,
+                      settings.objective, workload, settings.recovery(final=False))
     out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "model": workload.fingerprint, "budget": str(settings.budget), "strategy": settings.strategy,
-        "seed": settings.seed, "knobs": ",".join(space.knob_names),
-        "recovery": repr(sorted(settings.recovery(final=False).items())),
-    }
-    study = Study(f"sqlite:///{(out / 'study.db').resolve()}", config)
+    study = Study(f"sqlite:///{(out / 'study.db').resolve()}", study_config(workload, settings, space))
     history = study.history()
-    done = sum(r.state == COMPLETE for r in history)
+    done = _finished(history)
     if done:
         log.info("resuming the study in %s with %d finished trials", out, done)
     bar = tqdm(total=settings.trials, initial=min(done, settings.trials), desc="search", unit="trial",
                disable=not progress, dynamic_ncols=True)
-    _show_best(bar, history)
+    _show_best(bar, strategy, problem, history)
     interrupted = False
     try:
         while done < settings.trials:
-            proposal = strategy.ask(space, history)
+            proposal = as_proposal(strategy.ask(problem, history), space)
             if proposal is None:
                 log.info("strategy %s has nothing more to try", settings.strategy)
                 break
-            candidate = project(space, proposal, limits)
-            trial = study.start(space, proposal, candidate)
+            scan = proposal.purpose == SCAN
+            candidate = proposal.values if scan else project(space, proposal.values, limits)
+            trial = study.start(space, proposal.values, candidate, proposal.purpose, proposal.channel_order)
+            bar.set_description("scan" if scan else "search")
             try:
-                score, costs, feasible = evaluate_trial(workload, space, candidate, settings, limits)
+                score, costs, feasible = evaluate_trial(workload, space, candidate, settings, limits,
+                                                        proposal.purpose, proposal.channel_order)
             except KeyboardInterrupt:
                 study.fail(trial, "interrupted by the user")
                 raise
@@ -166,56 +179,99 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
                 study.fail(trial, f"{type(exc).__name__}: {exc}")
             else:
                 study.finish(trial, score, costs, feasible)
-                done += 1
-                bar.update(1)
+                if not scan:
+                    done += 1
+                    bar.update(1)
             history = study.history()
-            _show_best(bar, history)
+            strategy.tell(problem, history[-1])
+            _show_best(bar, strategy, problem, history)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
     if interrupted:
         raise KeyboardInterrupt
-    return _finish(workload, settings, space, base, history, out)
+    return _finish(workload, settings, strategy, problem, history, out)
 
 
-def _show_best(bar, history: list[TrialRecord]) -> None:
-    best = _best(history)
+def study_config(workload: Workload, settings: SearchSettings, space: Space) -> dict[str, Any]:
+    """What identifies a search: a study in ``--out`` resumes only with the same config."""
+    return {
+        "model": workload.fingerprint, "budget": str(settings.budget), "strategy": settings.strategy,
+        "seed": settings.seed, "knobs": ",".join(space.knob_names),
+        "sparsity_pattern": settings.sparsity_pattern, "conv_decomposition": settings.conv_decomposition,
+        "objective": settings.objective, "max_accuracy_drop": settings.max_accuracy_drop,
+        "strategy_options": repr(sorted(settings.strategy_options.items())),
+        "recovery": repr(sorted(settings.recovery(final=False).items())),
+    }
+
+
+def _finished(history: list[TrialRecord]) -> int:
+    return sum(r.state == COMPLETE for r in search_trials(history))
+
+
+def _show_best(bar, strategy: Strategy, problem: Problem, history: list[TrialRecord]) -> None:
+    best = strategy.best(problem, history)
     if best is not None:
         bar.set_postfix_str(f"best feasible proxy acc {best.score:.2f}% (trial {best.number})")
 
 
-def _best(history: list[TrialRecord]) -> TrialRecord | None:
-    feasible = [r for r in history if r.state == COMPLETE and r.feasible and r.score is not None]
-    return max(feasible, key=lambda r: (r.score, -r.number)) if feasible else None
-
-
-def _finish(workload: Workload, settings: SearchSettings, space: Space, base: dict[str, float],
+def _finish(workload: Workload, settings: SearchSettings, strategy: Strategy, problem: Problem,
             history: list[TrialRecord], out: Path) -> SearchResult:
-    best = _best(history)
+    best = strategy.best(problem, history)
     if best is None:
         raise BudgetError(f"no finished trial met the budget {settings.budget}; see {out / 'study.db'}")
-    recipe = Recipe(
-        model={"name": workload.name, "fingerprint": workload.fingerprint,
-               "input_shape": list(workload.example_input.shape[1:])},
-        budget=settings.budget.to_strings(),
-        layers=space.resolve(best.candidate),
-        search={
-            "strategy": settings.strategy, "trials": sum(r.state == COMPLETE for r in history),
-            "seed": settings.seed, "best_trial": best.number, "best_proxy_accuracy": best.score,
-            "proxy_finetune_steps": settings.finetune_steps, "autocompress": __version__,
-        },
-        recovery=settings.recovery(final=True),
-        excluded=dict(space.excluded),
-    )
+    if settings.objective == "pareto":
+        save_front(problem, history, out / "pareto.yaml")
+    recipe = recipe_for(workload, settings, problem, best, _finished(history))
     log.info("fine-tuning the chosen recipe (%d steps)", settings.final_finetune_steps)
     model, compressed = replay(workload, recipe)
-    base = dict(base)
+    base = dict(problem.base)
     base["latency_cpu_ms"], compressed["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
     recipe.metrics = {"base": base, "compressed": compressed}
     path = out / "recipe.yaml"
     recipe.save(path)
     return SearchResult(recipe, path, model, history)
+
+
+def recipe_for(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
+               trials: int) -> Recipe:
+    """The (not yet measured) recipe of one trial."""
+    return Recipe(
+        model={"name": workload.name, "fingerprint": workload.fingerprint,
+               "input_shape": list(workload.example_input.shape[1:])},
+        budget=settings.budget.to_strings(),
+        layers=problem.space.resolve(record.candidate, record.channel_order),
+        search={
+            "strategy": settings.strategy, "trials": trials,
+            "seed": settings.seed, "best_trial": record.number, "best_proxy_accuracy": record.score,
+            "proxy_finetune_steps": settings.finetune_steps, "autocompress": __version__,
+        },
+        recovery=settings.recovery(final=True),
+        excluded=dict(problem.space.excluded),
+    )
+
+
+def pareto_front(history: list[TrialRecord], metric: str) -> list[TrialRecord]:
+    """Feasible search trials no other one beats on both proxy accuracy and ``metric``."""
+    points = [r for r in feasible_trials(history) if metric in r.metrics]
+    front = [r for r in points if not any(
+        o.score >= r.score and o.metrics[metric] <= r.metrics[metric]
+        and (o.score > r.score or o.metrics[metric] < r.metrics[metric]) for o in points)]
+    return sorted(front, key=lambda r: r.metrics[metric])
+
+
+def save_front(problem: Problem, history: list[TrialRecord], path: Path) -> None:
+    """Write the accuracy/cost front (``pareto.yaml``); ``autocompress export`` turns any
+    of its trials into a recipe."""
+    import yaml
+
+    metric = problem.primary_metric
+    front = [{"trial": r.number, "proxy_accuracy": r.score, metric: r.metrics[metric],
+              f"{metric}_ratio": r.metrics[metric] / problem.base[metric],
+              **{m: v for m, v in r.metrics.items() if m != metric}} for r in pareto_front(history, metric)]
+    path.write_text(yaml.safe_dump({"objective": ["proxy_accuracy", metric], "base": dict(problem.base),
+                                    "front": front}, sort_keys=False))
 
 
 def check_recipe(workload: Workload, recipe: Recipe) -> Space:

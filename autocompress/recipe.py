@@ -22,7 +22,7 @@ from .errors import BudgetError, RecipeError
 from .patterns import BITS, DECOMPOSITIONS, parse_pattern
 
 SCHEMA = 1
-LAYER_KEYS = {"out_channels", "sparsity", "pattern", "rank", "decomposition", "bits"}
+LAYER_KEYS = {"out_channels", "channel_order", "sparsity", "pattern", "rank", "decomposition", "bits"}
 RECOVERY_DEFAULTS = {"calibration_batches": 20, "finetune_steps": 0, "lr": 1e-3, "temperature": 4.0, "seed": 0}
 
 
@@ -128,6 +128,10 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
                 raise _fail(source, f"layer {name!r} has unknown operator {key!r}; known: {', '.join(sorted(LAYER_KEYS))}")
             if key == "out_channels" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise _fail(source, f"layer {name!r} out_channels must be a whole number >= 1, got {value!r}")
+            if key == "channel_order" and not (
+                    isinstance(value, list) and value and len(set(map(repr, value))) == len(value)
+                    and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)):
+                raise _fail(source, f"layer {name!r} channel_order must be a list of distinct channel indices, got {value!r}")
             if key == "sparsity" and not (_number(value) and 0 <= value < 1):
                 raise _fail(source, f"layer {name!r} sparsity must be a number in [0, 1), got {value!r}")
             if key == "pattern":

@@ -148,8 +148,11 @@ class Space:
         raise KeyError(name)
 
     # ----- candidate -> layer settings ----------------------------------------
-    def resolve(self, candidate: Mapping[str, float]) -> LayerSettings:
-        """Layer settings for a candidate; knobs it leaves out stay neutral."""
+    def resolve(self, candidate: Mapping[str, float],
+                channel_order: Mapping[str, list[int]] | None = None) -> LayerSettings:
+        """Layer settings for a candidate; knobs it leaves out stay neutral.  A group's
+        ``channel_order`` (indices, most wanted first) goes on its root layer (the layer
+        the group is named after) and decides which channels survive."""
         kept = {g.name: kept_channels(g.size, candidate.get(f"{g.name}/channels", 1.0)) for g in self.groups}
         size = {g.name: g.size for g in self.groups}
         knobs = {k.name: k for k in self.knobs}
@@ -176,6 +179,8 @@ class Space:
             bits = bits_for(candidate.get(f"{layer.name}/bits", 1.0))
             if bits < 32:
                 entry["bits"] = bits
+            if channel_order and layer.name in channel_order and layer.name == layer.out_group:
+                entry["channel_order"] = [int(i) for i in channel_order[layer.name]]
             settings[layer.name] = entry
         return settings
 
@@ -229,6 +234,14 @@ class Space:
                 limit = max_rank(decomposition, out, inp, *layer.kernel)
                 if rank > limit:
                     raise RecipeError(f"layer {layer.name} asks for rank {rank}; at its size it allows at most {limit}")
+            order = settings.get(layer.name, {}).get("channel_order")
+            if order is not None:
+                if layer.out_group != layer.name:
+                    raise RecipeError(f"layer {layer.name} has a channel_order but does not name a channel group")
+                if len(set(order)) != len(order) or not all(0 <= i < size[layer.name] for i in order) \
+                        or len(order) < out:
+                    raise RecipeError(f"layer {layer.name} channel_order must hold at least {out} distinct "
+                                      f"indices in [0, {size[layer.name]})")
             shapes[layer.name] = (out, inp)
         return shapes
 

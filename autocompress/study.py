@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from .errors import StudyError
 from .space import Space
-from .trial import COMPLETE, FAILED, RUNNING, TrialRecord
+from .trial import COMPLETE, FAILED, RUNNING, SEARCH, TrialRecord
 
 STUDY_NAME = "autocompress"
 _STATES = {TrialState.COMPLETE: COMPLETE, TrialState.FAIL: FAILED, TrialState.RUNNING: RUNNING}
@@ -56,13 +56,18 @@ class Study:
                 number=t.number, state=_STATES[t.state], proposal=dict(t.user_attrs.get("proposal", {})),
                 candidate=dict(t.params), score=t.value if t.state == TrialState.COMPLETE else None,
                 feasible=bool(t.user_attrs.get("feasible", False)), metrics=dict(t.user_attrs.get("metrics", {})),
-                error=str(t.user_attrs.get("error", "")),
+                error=str(t.user_attrs.get("error", "")), purpose=str(t.user_attrs.get("purpose", SEARCH)),
+                channel_order={g: list(o) for g, o in t.user_attrs.get("channel_order", {}).items()},
             ))
         return records
 
-    def start(self, space: Space, proposal: Mapping[str, float], candidate: Mapping[str, float]) -> optuna.Trial:
+    def start(self, space: Space, proposal: Mapping[str, float], candidate: Mapping[str, float],
+              purpose: str = SEARCH, channel_order: Mapping[str, list[int]] | None = None) -> optuna.Trial:
         """Record a running trial for ``candidate``; returns its handle."""
-        self._study.enqueue_trial(dict(candidate), user_attrs={"proposal": dict(proposal)}, skip_if_exists=False)
+        attrs: dict[str, Any] = {"proposal": dict(proposal), "purpose": purpose}
+        if channel_order:
+            attrs["channel_order"] = {g: [int(i) for i in o] for g, o in channel_order.items()}
+        self._study.enqueue_trial(dict(candidate), user_attrs=attrs, skip_if_exists=False)
         distributions = {k.name: optuna.distributions.FloatDistribution(k.low, k.high) for k in space.knobs}
         return self._study.ask(distributions)
 

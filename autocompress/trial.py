@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
+SEARCH, SCAN = "search", "scan"
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,8 @@ class TrialRecord:
     ``proposal`` is what the strategy asked for; ``candidate`` is the proposal after the
     budget projection, which is what was compressed and scored.  ``score`` is the proxy
     accuracy in percent (None unless complete); ``metrics`` holds the measured costs.
+    ``purpose`` is ``"search"`` or ``"scan"`` (a sensitivity probe, never the recipe);
+    ``channel_order`` is the strategy's ranking of channels per group, if it gave one.
     """
 
     number: int
@@ -23,3 +26,5 @@ class TrialRecord:
     feasible: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    purpose: str = SEARCH
+    channel_order: dict[str, list[int]] = field(default_factory=dict)

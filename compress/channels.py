@@ -15,7 +15,8 @@ from .base import Operator
 
 class ChannelPruning(Operator):
     """Keep the ``out_channels`` strongest channels of each coupled group (L2 magnitude
-    summed over the group), physically removing the rest from every layer in the group:
+    summed over the group, or the first ones of the root layer's ``channel_order``
+    where the settings give one), physically removing the rest from every layer in the group:
     convolutions, BatchNorm entries and the consumers' input channels.  Uses
     Torch-Pruning's dependency graph, so residual adds and concatenations stay consistent.
     """
@@ -40,8 +41,13 @@ class ChannelPruning(Operator):
         for group in todo:
             root = model.get_submodule(group.name)
             prune_out = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) else tp.prune_linear_out_channels
-            full = graph.get_pruning_group(root, prune_out, idxs=list(range(group.size)))
-            with torch.no_grad():
-                scores = importance(full)
-            drop = torch.argsort(scores, stable=True)[: group.size - kept[group.name]]
-            graph.get_pruning_group(root, prune_out, idxs=sorted(drop.tolist())).prune()
+            order = settings.get(group.name, {}).get("channel_order")
+            if order is not None:
+                keep = set(order[: kept[group.name]])
+                drop = [i for i in range(group.size) if i not in keep]
+            else:
+                full = graph.get_pruning_group(root, prune_out, idxs=list(range(group.size)))
+                with torch.no_grad():
+                    scores = importance(full)
+                drop = torch.argsort(scores, stable=True)[: group.size - kept[group.name]].tolist()
+            graph.get_pruning_group(root, prune_out, idxs=sorted(drop)).prune()

@@ -5,7 +5,7 @@ from ..errors import AutocompressError
 from ._random import RandomStrategy
 from ._tpe import BayesianStrategy
 from ._uniform import UniformStrategy
-from .base import Strategy
+from .base import Problem, Proposal, Strategy, as_proposal
 from .projection import check_reachable, project
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -19,8 +19,16 @@ def get_strategy(name: str, **kwargs) -> Strategy:
     """The strategy registered as ``name``, built with ``kwargs``."""
     if name not in STRATEGIES:
         raise AutocompressError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](**kwargs)
+    try:
+        return STRATEGIES[name](**kwargs)
+    except TypeError as exc:  # an option the strategy does not take
+        import inspect
+
+        known = [p for p in inspect.signature(STRATEGIES[name]).parameters if p != "seed"]
+        raise AutocompressError(
+            f"strategy {name!r} does not take these options ({exc}); it takes: {', '.join(known) or 'none'}"
+        ) from None
 
 
-__all__ = ["Strategy", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "STRATEGIES",
+__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "STRATEGIES",
            "get_strategy", "project", "check_reachable"]

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..space import Candidate, Space
 from ..trial import TrialRecord
-from .base import Strategy
+from .base import Problem, Strategy
 
 
 class RandomStrategy(Strategy):
@@ -14,6 +14,7 @@ class RandomStrategy(Strategy):
 
     name = "random"
 
-    def ask(self, space: Space, history: Sequence[TrialRecord]) -> Candidate | None:
+    def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Candidate | None:
+        space = problem.space
         rng = np.random.default_rng([self.seed, len(history)])
         return {k.name: float(rng.uniform(k.low, k.high)) for k in space.knobs}

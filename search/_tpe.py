@@ -7,7 +7,7 @@ import optuna
 
 from ..space import Candidate, Space
 from ..trial import COMPLETE, FAILED, TrialRecord
-from .base import Strategy
+from .base import Problem, Strategy, search_trials
 
 
 class BayesianStrategy(Strategy):
@@ -23,7 +23,9 @@ class BayesianStrategy(Strategy):
         super().__init__(seed)
         self.n_startup_trials = n_startup_trials
 
-    def ask(self, space: Space, history: Sequence[TrialRecord]) -> Candidate | None:
+    def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Candidate | None:
+        space = problem.space
+        history = search_trials(history)
         if not history:
             return {k.name: k.high for k in space.knobs}
         distributions = {k.name: optuna.distributions.FloatDistribution(k.low, k.high) for k in space.knobs}

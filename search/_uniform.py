@@ -4,7 +4,7 @@ from typing import Sequence
 
 from ..space import Candidate, Space
 from ..trial import COMPLETE, TrialRecord
-from .base import Strategy
+from .base import Problem, Strategy
 
 
 class UniformStrategy(Strategy):
@@ -15,7 +15,8 @@ class UniformStrategy(Strategy):
 
     name = "uniform"
 
-    def ask(self, space: Space, history: Sequence[TrialRecord]) -> Candidate | None:
+    def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Candidate | None:
+        space = problem.space
         if any(r.state == COMPLETE for r in history):
             return None
         return {k.name: k.high for k in space.knobs}

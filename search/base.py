@@ -1,31 +1,121 @@
-"""The Strategy base class: propose candidates, learn from the trial history."""
+"""The Strategy base class, the Problem a strategy works on, and what it proposes."""
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Sequence
+from abc import ABC
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..space import Candidate, Space
-from ..trial import TrialRecord
+from ..trial import COMPLETE, SCAN, SEARCH, TrialRecord
+
+if TYPE_CHECKING:  # torch-free import of the types
+    from ..workload import Workload
+
+
+@dataclass
+class Proposal:
+    """What a strategy asks the engine to evaluate.
+
+    ``values``: ``{knob name: density}`` for every knob of the space (missing knobs are
+    neutral).  ``purpose``: ``"search"`` trials are projected onto the budget, fine-tuned
+    as the proxy says and compete for the recipe; ``"scan"`` trials (sensitivity scans)
+    are evaluated as given, with BatchNorm recalibration only, and never become the
+    recipe.  ``channel_order``: ``{group name: channel indices, most wanted first}`` for
+    strategies that choose *which* channels survive (default: by L2 magnitude).
+    """
+
+    values: dict[str, float]
+    purpose: str = SEARCH
+    channel_order: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class Problem:
+    """Everything a strategy may read: the space, the budget's limits (absolute, per
+    metric), the base model's costs, its proxy accuracy on the validation split, the
+    accuracy drop the user tolerates (in points) and the objective (``"accuracy"``: the
+    best proxy accuracy within the budget; ``"pareto"``: the whole accuracy/cost front).
+    ``workload`` (model and data) is there for strategies that look inside the model
+    (genetic, haloc); ``recovery`` holds the proxy's settings (calibration batches,
+    fine-tune steps, lr, temperature); both are None in torch-free tests.
+    """
+
+    space: Space
+    limits: Mapping[str, float]
+    base: Mapping[str, float]
+    base_score: float = 100.0
+    max_accuracy_drop: float = 1.0
+    objective: str = "accuracy"
+    workload: "Workload | None" = None
+    recovery: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary_metric(self) -> str:
+        """The budget metric to minimise when cost is an objective (the first one)."""
+        return next(iter(self.limits), "flops")
 
 
 class Strategy(ABC):
-    """Proposes the next candidate from the space and the trials so far.
+    """Proposes the next trial from the problem and the trials so far (ask/tell).
 
-    Contract: ``ask(space, history)`` returns a proposal (``{knob name: density}`` with
-    every knob of ``space`` inside its ``[low, high]``), or None when the strategy has
-    nothing new to try.  A strategy keeps no hidden state: everything it needs is in
-    ``history`` (complete, failed and running trials, oldest first) and in its
-    constructor arguments, so a resumed or distributed study asks exactly as an
-    uninterrupted one would.  Proposals need not meet the budget: the engine projects
-    each one onto the budget before it is evaluated.  Constructor arguments are keyword
-    arguments stored as given.
+    Contract: ``ask(problem, history)`` returns a Proposal (or a plain ``{knob: value}``
+    dict, read as a search proposal) with every value inside its knob's ``[low, high]``,
+    or None when the strategy has nothing new to try.  A strategy keeps no hidden
+    state: everything it needs is in ``history`` (complete, failed and running trials,
+    oldest first, scans included) and in its constructor arguments, so a resumed or
+    distributed study asks exactly as an uninterrupted one would.  ``tell`` is called
+    with each finished record for strategies that want to log or cache; it must not be
+    needed for correctness.  Search proposals need not meet the budget: the engine
+    projects each onto the budget before it is evaluated.  ``best`` picks the trial
+    that becomes the recipe.  Constructor arguments are keyword arguments with defaults.
     """
 
     name: str = ""
+    needs_workload: bool = False
 
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    @abstractmethod
-    def ask(self, space: Space, history: Sequence[TrialRecord]) -> Candidate | None:
-        """The next proposal, or None if the strategy is done."""
+    def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Proposal | Candidate | None:
+        raise NotImplementedError
+
+    def tell(self, problem: Problem, record: TrialRecord) -> None:
+        """Called with every finished (complete or failed) trial; nothing by default."""
+
+    def best(self, problem: Problem, history: Sequence[TrialRecord]) -> TrialRecord | None:
+        """The trial that becomes the recipe: the best proxy accuracy among feasible
+        search trials (ties: the earliest)."""
+        return best_feasible(history)
+
+
+def search_trials(history: Sequence[TrialRecord]) -> list[TrialRecord]:
+    return [r for r in history if r.purpose == SEARCH]
+
+
+def feasible_trials(history: Sequence[TrialRecord]) -> list[TrialRecord]:
+    return [r for r in search_trials(history) if r.state == COMPLETE and r.feasible and r.score is not None]
+
+
+def best_feasible(history: Sequence[TrialRecord]) -> TrialRecord | None:
+    feasible = feasible_trials(history)
+    return max(feasible, key=lambda r: (r.score, -r.number)) if feasible else None
+
+
+def as_proposal(answer: Proposal | Mapping[str, float] | None, space: Space) -> Proposal | None:
+    """Normalise an ``ask`` answer; raise ValueError for values outside the space."""
+    if answer is None:
+        return None
+    proposal = answer if isinstance(answer, Proposal) else Proposal(dict(answer))
+    if proposal.purpose not in (SEARCH, SCAN):
+        raise ValueError(f"proposal purpose {proposal.purpose!r} is not {SEARCH!r} or {SCAN!r}")
+    knobs = {k.name: k for k in space.knobs}
+    values = {}
+    for name, knob in knobs.items():
+        value = float(proposal.values.get(name, knob.high))
+        if not knob.low - 1e-9 <= value <= knob.high + 1e-9:
+            raise ValueError(f"proposal {name}={value} is outside [{knob.low}, {knob.high}]")
+        values[name] = min(knob.high, max(knob.low, value))
+    unknown = set(proposal.values) - set(knobs)
+    if unknown:
+        raise ValueError(f"proposal names knobs the space does not have: {', '.join(sorted(unknown))}")
+    return Proposal(values, proposal.purpose, {g: [int(i) for i in o] for g, o in proposal.channel_order.items()})

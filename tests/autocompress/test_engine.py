@@ -153,3 +153,36 @@ def test_apply_int8_writes_a_real_int8_model_only_for_8_bit_recipes(tmp_path, ca
     int8 = torch.jit.load(str(tmp_path / "m.int8.pt"))
     assert int8(torch.rand(3, 1, 8, 8)).shape == (3, 10)
     assert "quantized::conv2d" in str(int8.inlined_graph)  # real int8 kernels, not fake quantisation
+
+
+def test_scan_trials_are_kept_apart_from_search_trials(tmp_path):
+    """A strategy's sensitivity scan is recorded (purpose scan, BN recalibration only),
+    does not count toward --trials and never becomes the recipe."""
+    from autocompress.engine import SearchSettings, run_search
+    from autocompress.search import STRATEGIES, Proposal, Strategy
+    from autocompress.search.sensitivity import next_scan
+    from autocompress.budget import parse
+    from autocompress.workload import load_workload
+
+    class ScanThenUniform(Strategy):
+        name = "scan-then-uniform"
+
+        def ask(self, problem, history):
+            scan = next_scan(problem.space, history, (0.5,))
+            return scan if scan is not None else Proposal({k.name: k.high for k in problem.space.knobs})
+
+    STRATEGIES[ScanThenUniform.name] = ScanThenUniform
+    try:
+        settings = SearchSettings(budget=parse("flops=0.5"), trials=2, strategy=ScanThenUniform.name,
+                                  finetune_steps=0, final_finetune_steps=0, calibration_batches=2)
+        result = run_search(load_workload(), settings, tmp_path, progress=False)
+    finally:
+        del STRATEGIES[ScanThenUniform.name]
+    history = result.history
+    scans = [r for r in history if r.purpose == "scan"]
+    searches = [r for r in history if r.purpose == "search"]
+    space = engine.search_space(load_workload(), settings)
+    assert len(scans) == len(space.knobs)  # one per knob, at density 0.5
+    assert all(sum(v < 1 for v in r.candidate.values()) == 1 for r in scans)  # not projected
+    assert len(searches) == 2 and result.recipe.search["trials"] == 2
+    assert result.recipe.search["best_trial"] in {r.number for r in searches}

@@ -85,3 +85,27 @@ def test_unknown_layer_is_rejected(tiny):
     space = build_space(model, x)
     with pytest.raises(RecipeError, match="nope"):
         compress(model, space, {"nope": {"sparsity": 0.5}}, x)
+
+
+def test_channel_order_decides_which_channels_survive():
+    torch.manual_seed(0)
+    model, x = _trained_like(DemoNet()), torch.randn(1, 1, 8, 8)
+    space = build_space(model, x)
+    order = list(range(31, -1, -1))  # the last channels first
+    settings = space.resolve({"block1.conv1/channels": 0.25}, {"block1.conv1": order})
+    assert settings["block1.conv1"]["channel_order"] == order
+    small = compress(model, space, settings, x)
+    kept = sorted(order[:8])
+    torch.testing.assert_close(small.block1.conv1.weight, model.block1.conv1.weight[kept])
+    torch.testing.assert_close(small.block1.conv2.weight, model.block1.conv2.weight[:, kept])
+
+
+def test_channel_order_must_name_enough_distinct_channels():
+    model, x = DemoNet().eval(), torch.randn(1, 1, 8, 8)
+    space = build_space(model, x)
+    settings = space.resolve({"block1.conv1/channels": 0.25}, {"block1.conv1": [0, 1, 2]})
+    with pytest.raises(RecipeError, match="channel_order"):
+        compress(model, space, settings, x)
+    settings["block1.conv1"]["channel_order"] = [0, 0, 1, 2, 3, 4, 5, 6, 7]
+    with pytest.raises(RecipeError, match="distinct"):
+        compress(model, space, settings, x)
