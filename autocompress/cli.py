@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pattern of sparsity knobs: unstructured, N:M such as 2:4, or a block such as 4x4")
     s.add_argument("--decomposition", default="tucker2", choices=("tucker2", "spatial"),
                    help="how rank knobs factorise kxk convolutions (Linear and 1x1 use svd; default tucker2)")
+    s.add_argument("--channel-multiple", type=int, default=8, metavar="N",
+                   help="keep channel counts in multiples of N (halved for narrow groups; 16 suits AVX-512 CPUs, "
+                        "8 GPUs; 1 for any count; default 8)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _model_options(s)
 
@@ -130,6 +133,8 @@ def _search(args) -> int:
 
     if not args.max_accuracy_drop >= 0:
         raise AutocompressError(f"--max-accuracy-drop {args.max_accuracy_drop} must be zero or more points")
+    if args.channel_multiple < 1:
+        raise AutocompressError(f"--channel-multiple {args.channel_multiple} must be 1 or more")
     for name in ("trials", "calibration_batches", "finetune_steps", "final_finetune_steps"):
         if getattr(args, name) < 0 or (name == "trials" and args.trials < 1):
             raise AutocompressError(f"--{name.replace('_', '-')} {getattr(args, name)} must be "
@@ -159,7 +164,7 @@ def _search(args) -> int:
         calibration_batches=args.calibration_batches, finetune_steps=args.finetune_steps,
         final_finetune_steps=args.final_finetune_steps, knobs=knobs,
         sparsity_pattern=args.sparsity_pattern, conv_decomposition=args.decomposition,
-        max_accuracy_drop=args.max_accuracy_drop, objective=args.objective,
+        max_accuracy_drop=args.max_accuracy_drop, objective=args.objective, channel_multiple=args.channel_multiple,
         strategy_options=_options(args.option),
     )
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch.nn as nn
 from . import __version__
 from .budget import Budget
 from .compress import bake, compress
+from .compress.fold import fold_batchnorm
 from .errors import AutocompressError, BudgetError, RecipeError
 from .evaluators import accuracy, distill, measure_costs, recalibrate_batchnorm
 from .latency_models import measure_cpu_latency
@@ -44,7 +45,8 @@ class SearchSettings:
     fine-tune of the chosen recipe.  ``max_accuracy_drop`` (points of proxy accuracy) is
     the tolerance of strategies that minimise cost under an accuracy floor (condensa);
     ``objective`` is ``"accuracy"`` or ``"pareto"`` (also save the accuracy/cost front);
-    ``strategy_options`` are keyword arguments for the strategy's constructor.
+    ``strategy_options`` are keyword arguments for the strategy's constructor;
+    ``channel_multiple`` rounds kept channel counts (``space.kept_channels``).
     ``knobs`` names the knob kinds to search (empty: those that can lower the budget's
     metrics, ``space.KINDS_FOR_METRIC``); ``sparsity_pattern`` and ``conv_decomposition``
     shape the sparsity and rank knobs (see ``spaces.build_space``).
@@ -62,6 +64,7 @@ class SearchSettings:
     knobs: tuple[str, ...] = ()
     sparsity_pattern: str = "unstructured"
     conv_decomposition: str = "tucker2"
+    channel_multiple: int = 8
     max_accuracy_drop: float = 1.0
     objective: str = "accuracy"
     strategy_options: dict[str, Any] = field(default_factory=dict)
@@ -90,7 +93,7 @@ def search_space(workload: Workload, settings: SearchSettings) -> Space:
         for metric in settings.budget.metrics:
             kinds += tuple(k for k in KINDS_FOR_METRIC[metric] if k not in kinds)
     space = build_space(workload.model, workload.example_input, settings.sparsity_pattern, settings.conv_decomposition)
-    return space.restrict(kinds)
+    return replace(space.restrict(kinds), channel_multiple=settings.channel_multiple)
 
 
 def base_metrics(workload: Workload) -> dict[str, float]:
@@ -200,6 +203,7 @@ def study_config(workload: Workload, settings: SearchSettings, space: Space) -> 
         "model": workload.fingerprint, "budget": str(settings.budget), "strategy": settings.strategy,
         "seed": settings.seed, "knobs": ",".join(space.knob_names),
         "sparsity_pattern": settings.sparsity_pattern, "conv_decomposition": settings.conv_decomposition,
+        "channel_multiple": settings.channel_multiple,
         "objective": settings.objective, "max_accuracy_drop": settings.max_accuracy_drop,
         "strategy_options": repr(sorted(settings.strategy_options.items())),
         "recovery": repr(sorted(settings.recovery(final=False).items())),
@@ -312,9 +316,11 @@ def measure_pair(base: nn.Module, compressed: nn.Module, example_input: torch.Te
     return sorted(a)[len(a) // 2], sorted(b)[len(b) // 2]
 
 
-def export_model(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> None:
-    """Write a self-contained ``torch.export`` program with a dynamic batch dimension."""
+def export_model(model: nn.Module, example_input: torch.Tensor, path: str | Path, fold: bool = True) -> None:
+    """Write a self-contained ``torch.export`` program with a dynamic batch dimension,
+    with BatchNorm folded into the convolution before it where possible (``fold``)."""
     batch = torch.export.Dim("batch", min=1, max=65536)
     example = example_input.expand(2, *example_input.shape[1:]).contiguous()
-    program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+    model = fold_batchnorm(model) if fold else model.eval()
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))

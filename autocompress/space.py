@@ -36,9 +36,23 @@ KINDS_FOR_METRIC = {
 """The knob kinds searched by default for each budget metric (``--knobs`` overrides)."""
 
 
-def kept_channels(size: int, density: float) -> int:
-    """Channels kept out of ``size`` at keep ratio ``density`` (at least one)."""
-    return max(1, min(size, math.floor(size * density + 0.5)))
+def channel_step(size: int, multiple: int) -> int:
+    """The step kept channel counts of a ``size``-channel group move in: ``multiple``,
+    halved until the group holds at least two steps (1 for tiny groups)."""
+    step = max(1, int(multiple))
+    while step > 1 and size < 2 * step:
+        step //= 2
+    return step
+
+
+def kept_channels(size: int, density: float, multiple: int = 1) -> int:
+    """Channels kept out of ``size`` at keep ratio ``density``: a multiple of the group's
+    ``channel_step`` (or all of them), at least one step."""
+    step, target = channel_step(size, multiple), size * density
+    nearest = step * math.floor(target / step + 0.5)
+    if density >= 1.0 or size - target <= abs(target - nearest):
+        return size
+    return max(step, min(size, nearest))
 
 
 @dataclass(frozen=True)
@@ -110,7 +124,10 @@ class Space:
     """Everything the search may change in one model, and what each change costs.
 
     ``other_params`` / ``other_flops`` are the parameters and FLOPs outside the layers and
-    groups (e.g. attention's matrix products), which no knob changes.
+    groups (e.g. attention's matrix products), which no knob changes.  ``channel_multiple``
+    makes kept channel counts hardware-friendly (see ``kept_channels``): CPU and GPU
+    kernels work on blocks of 8 or 16 channels, and a count just above a block costs as
+    much as the next block (BENCHMARKS.md, real CPU speedup).
     """
 
     layers: tuple[LayerInfo, ...]
@@ -119,6 +136,7 @@ class Space:
     other_params: int = 0
     other_flops: int = 0
     excluded: Mapping[str, str] = field(default_factory=dict)
+    channel_multiple: int = 1
 
     # ----- knobs -------------------------------------------------------------
     @property
@@ -153,7 +171,8 @@ class Space:
         """Layer settings for a candidate; knobs it leaves out stay neutral.  A group's
         ``channel_order`` (indices, most wanted first) goes on its root layer (the layer
         the group is named after) and decides which channels survive."""
-        kept = {g.name: kept_channels(g.size, candidate.get(f"{g.name}/channels", 1.0)) for g in self.groups}
+        kept = {g.name: kept_channels(g.size, candidate.get(f"{g.name}/channels", 1.0), self.channel_multiple)
+                for g in self.groups}
         size = {g.name: g.size for g in self.groups}
         knobs = {k.name: k for k in self.knobs}
         settings: LayerSettings = {}
