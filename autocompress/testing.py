@@ -223,3 +223,55 @@ class StrategySuite:
         history = self.simulate(strategy, channel_problem, self.trials)
         best = strategy.best(channel_problem, history)
         assert best is not None and best.feasible and best.purpose == "search" and best.state == "complete"
+
+
+class LatencyModelSuite:
+    """What every latency model guarantees.  Subclass it and provide a
+    ``latency_model`` fixture; the ops are the demo model's, plain, pruned, low-rank,
+    sparse and 8-bit."""
+
+    @pytest.fixture(scope="class")
+    def ops(self):
+        from .demo import DemoNet
+        from .ops import space_ops
+
+        model, x = DemoNet().eval(), torch.randn(1, 1, 8, 8)
+        space = build_space(model, x, sparsity_pattern="2:4")
+        everything = []
+        for density in (1.0, 0.5, 0.25):
+            candidate = {k.name: density for k in space.knobs if k.kind in ("channels",)}
+            everything += space_ops(space, space.resolve(candidate))
+        ranks = {k.name: 0.5 for k in space.knobs if k.kind == "rank"}
+        everything += space_ops(space, space.resolve(ranks))
+        sparse = {k.name: 0.5 for k in space.knobs if k.kind in ("sparsity", "bits")}
+        everything += space_ops(space, space.resolve(sparse))
+        return everything
+
+    def test_never_negative(self, latency_model, ops):
+        for batch in (1, 8):
+            assert all(latency_model.predict_op(op, batch) >= 0 for op in ops)
+
+    def test_round_trips_to_the_same_predictions(self, latency_model, ops, tmp_path):
+        from .latency_models import load_latency_model
+
+        path = tmp_path / "model.json"
+        latency_model.save(path)
+        assert "pickle" not in path.read_text()
+        again = load_latency_model(path)
+        assert [again.predict_op(op, 4) for op in ops] == [latency_model.predict_op(op, 4) for op in ops]
+
+    def test_more_work_is_never_faster(self, latency_model, ops):
+        import dataclasses
+
+        for op in ops:
+            base = latency_model.predict_op(op, 2)
+            for field in ("m", "n", "k"):
+                bigger = dataclasses.replace(op, **{field: getattr(op, field) * 2})
+                assert latency_model.predict_op(bigger, 2) >= base, f"{field} x2 predicted faster for {op}"
+            assert latency_model.predict_op(op, 4) >= base
+
+    def test_report_has_a_row_per_op_and_sums_them(self, latency_model, ops):
+        report = latency_model.predict(ops, 2)
+        assert len(report.rows) == len(ops)
+        assert abs(report.total_ms - sum(latency_model.predict_op(op, 2) for op in ops)) < 1e-9
+        assert report.target in report.table()

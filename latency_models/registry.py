@@ -1,0 +1,45 @@
+"""Latency targets by name: the analytic presets, a user's YAML file, or ``cpu`` (measured)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from ..errors import BudgetError
+from .analytic import GPURoofline, SystolicArray, from_fields, presets
+from .base import SCHEMA, LatencyModel
+
+KINDS = {GPURoofline.kind: GPURoofline, SystolicArray.kind: SystolicArray}
+
+
+def target_names() -> list[str]:
+    return list(presets())
+
+
+def get_latency_model(target: str) -> LatencyModel:
+    """The latency model of ``target``: a preset name (``h100``, ``jetson-orin-nano``,
+    ``eyeriss``...) or a path to a YAML file with the same fields as a preset."""
+    table = presets()
+    if target in table:
+        return from_fields(target, table[target])
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise BudgetError(f"target file {target!r} does not exist")
+        try:
+            fields = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise BudgetError(f"target file {target!r} is not valid YAML: {exc}") from None
+        return from_fields(path.stem, fields)
+    raise BudgetError(f"unknown latency target {target!r}; use one of {', '.join(table)} or a device .yaml file")
+
+
+def load_latency_model(path: str | Path) -> LatencyModel:
+    """A model written by ``LatencyModel.save`` (JSON with a schema version)."""
+    data = json.loads(Path(path).read_text())
+    if data.get("schema") != SCHEMA:
+        raise BudgetError(f"{path}: latency model schema {data.get('schema')!r} is not {SCHEMA}")
+    if data.get("kind") not in KINDS:
+        raise BudgetError(f"{path}: unknown latency model kind {data.get('kind')!r}")
+    return KINDS[data["kind"]](data["name"], **data["params"])
