@@ -80,9 +80,48 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer of the recipe is 8-bit, and report its measured accuracy and latency")
     _model_options(a)
 
+    t = sub.add_parser("latency", help="predicted per-layer latency of a model (or a recipe's model) on a target",
+                       description="Print the per-layer latency table a target's latency model predicts for the "
+                                   "base model and, given a recipe, for its compressed model.")
+    t.add_argument("recipe", nargs="?", metavar="RECIPE", help="a recipe.yaml (default: the base model only)")
+    t.add_argument("--target", required=True, metavar="TARGET",
+                   help="a preset (" + ", ".join(_target_names()) + ") or a device .yaml file")
+    t.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
+    _model_options(t)
+
     w = sub.add_parser("show", help="print a recipe readably")
     w.add_argument("recipe", metavar="RECIPE")
     return parser
+
+
+def _target_names() -> list[str]:
+    from .latency_models import target_names
+
+    return target_names()
+
+
+def _latency(args) -> int:
+    from .engine import check_recipe
+    from .errors import AutocompressError
+    from .latency_models import get_latency_model
+    from .ops import space_ops
+    from .recipe import Recipe
+    from .spaces import build_space
+    from .workload import load_workload
+
+    if args.batch < 1:
+        raise AutocompressError(f"--batch {args.batch} must be 1 or more")
+    model = get_latency_model(args.target)
+    recipe = Recipe.load(args.recipe) if args.recipe else None
+    workload = load_workload(args.model, args.weights, args.data)
+    space = check_recipe(workload, recipe) if recipe else build_space(workload.model, workload.example_input)
+    base = model.predict(space_ops(space, space.resolve(space.neutral())), args.batch)
+    print(f"base model ({workload.name}) on {args.target}:\n{base.table()}")
+    if recipe is not None:
+        small = model.predict(space_ops(space, recipe.layers), args.batch)
+        print(f"\ncompressed ({args.recipe}) on {args.target}:\n{small.table()}")
+        print(f"\npredicted speedup: {base.total_ms / small.total_ms:.2f}x")
+    return 0
 
 
 def _strategy_names() -> list[str]:
@@ -117,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import AutocompressError
 
     try:
-        return {"search": _search, "apply": _apply, "show": _show}[args.command](args)
+        return {"search": _search, "apply": _apply, "show": _show, "latency": _latency}[args.command](args)
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

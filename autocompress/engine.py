@@ -93,7 +93,34 @@ def search_space(workload: Workload, settings: SearchSettings) -> Space:
         for metric in settings.budget.metrics:
             kinds += tuple(k for k in KINDS_FOR_METRIC[metric] if k not in kinds)
     space = build_space(workload.model, workload.example_input, settings.sparsity_pattern, settings.conv_decomposition)
-    return replace(space.restrict(kinds), channel_multiple=settings.channel_multiple)
+    return replace(space.restrict(kinds), channel_multiple=settings.channel_multiple,
+                   latency_models=latency_models_for(settings.budget))
+
+
+def latency_key(term) -> str:
+    """The cost name of a latency budget term: ``latency@<target>``."""
+    return f"latency@{term.target}"
+
+
+def latency_models_for(budget: Budget) -> dict[str, Any]:
+    """The latency model of every latency term of ``budget``, by cost name."""
+    from .latency_models import get_latency_model
+
+    models = {}
+    for term in budget.terms:
+        if term.metric == "latency":
+            if term.target == "cpu":
+                raise BudgetError(
+                    f"budget {term}: latency on this CPU needs the measured/learned CPU latency model, which this "
+                    "release does not have yet; use an analytic target (e.g. latency=0.5@a100, "
+                    "latency=0.5@jetson-orin-nano, latency=0.5@eyeriss) or flops=, params=, size= budgets")
+            models[latency_key(term)] = get_latency_model(term.target)
+    return models
+
+
+def predicted_latency(space: Space, settings) -> dict[str, float]:
+    """The space's latency predictions for ``settings`` (empty without latency budgets)."""
+    return {k: v for k, v in space.cost(settings).items() if k.startswith("latency@")} if space.latency_models else {}
 
 
 def base_metrics(workload: Workload) -> dict[str, float]:
@@ -103,13 +130,10 @@ def base_metrics(workload: Workload) -> dict[str, float]:
 
 
 def limits_for(budget: Budget, base: dict[str, float]) -> dict[str, float]:
-    for term in budget.terms:
-        if term.metric == "latency":
-            raise BudgetError(
-                f"budget {term} needs a latency model for {term.target!r}, which this release does not have yet; "
-                "use flops=, params= or size= budgets"
-            )
-    return {t.metric: t.limit(base[t.metric]) for t in budget.terms}
+    """Absolute limits by cost name (``latency@<target>`` for latency terms); ``base``
+    holds the base model's value of each."""
+    return {(latency_key(t) if t.metric == "latency" else t.metric): t.limit(base[latency_key(t) if t.metric == "latency"
+                                                                                 else t.metric]) for t in budget.terms}
 
 
 def recover(model: nn.Module, teacher: nn.Module, workload: Workload, recovery: dict[str, Any]) -> None:
@@ -129,6 +153,7 @@ def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float]
     if not math.isfinite(score):
         raise FloatingPointError("accuracy is not finite")
     costs = measure_costs(model, workload.example_input)
+    costs.update(predicted_latency(space, space.resolve(candidate, channel_order)))
     feasible = all(costs[m] <= limit for m, limit in limits.items())
     return score, costs, feasible
 
@@ -146,8 +171,9 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
         raise AutocompressError(f"unknown objective {settings.objective!r}; use one of {', '.join(OBJECTIVES)}")
     strategy = get_strategy(settings.strategy, seed=settings.seed, **settings.strategy_options)
     base = base_metrics(workload)
-    limits = limits_for(settings.budget, base)
     space = search_space(workload, settings)
+    base.update(predicted_latency(space, space.resolve(space.neutral())))
+    limits = limits_for(settings.budget, base)
     check_reachable(space, limits, base)
     problem = Problem(space, limits, base, accuracy(workload.model, workload.val), settings.max_accuracy_drop,
                       settings.objective, workload, settings.recovery(final=False))
@@ -301,6 +327,10 @@ def replay(workload: Workload, recipe: Recipe) -> tuple[nn.Module, dict[str, flo
     model = compress(workload.model, space, recipe.layers, workload.example_input)
     recover(model, workload.model, workload, recipe.recovery)
     metrics = measure_costs(model, workload.example_input)
+    from . import budget as _budget
+
+    latency_space = replace(space, latency_models=latency_models_for(_budget.parse(recipe.budget)))
+    metrics.update(predicted_latency(latency_space, recipe.layers))
     metrics["accuracy"] = accuracy(model, workload.test)
     return bake(model), metrics
 

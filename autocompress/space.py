@@ -127,7 +127,9 @@ class Space:
     groups (e.g. attention's matrix products), which no knob changes.  ``channel_multiple``
     makes kept channel counts hardware-friendly (see ``kept_channels``): CPU and GPU
     kernels work on blocks of 8 or 16 channels, and a count just above a block costs as
-    much as the next block (BENCHMARKS.md, real CPU speedup).
+    much as the next block (BENCHMARKS.md, real CPU speedup).  ``latency_models`` maps
+    cost names (``latency@h100``) to latency models (``latency_models.LatencyModel``):
+    ``cost`` predicts each at ``latency_batch`` from the ops the settings run.
     """
 
     layers: tuple[LayerInfo, ...]
@@ -137,6 +139,8 @@ class Space:
     other_flops: int = 0
     excluded: Mapping[str, str] = field(default_factory=dict)
     channel_multiple: int = 1
+    latency_models: Mapping[str, Any] = field(default_factory=dict)
+    latency_batch: int = 1
 
     # ----- knobs -------------------------------------------------------------
     @property
@@ -301,7 +305,14 @@ class Space:
         params += other
         size_bits += other * 32
         flops += self.other_flops
-        return {"flops": float(flops), "params": float(params), "size": float(math.ceil(size_bits / 8))}
+        costs = {"flops": float(flops), "params": float(params), "size": float(math.ceil(size_bits / 8))}
+        if self.latency_models:
+            from .ops import space_ops
+
+            ops = space_ops(self, settings)
+            for name, model in self.latency_models.items():
+                costs[name] = float(model.total(ops, self.latency_batch))
+        return costs
 
     def candidate_cost(self, candidate: Mapping[str, float]) -> dict[str, float]:
         return self.cost(self.resolve(candidate))

@@ -35,7 +35,8 @@ def format_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def comparison(base: Mapping[str, float], compressed: Mapping[str, float], titles=("base", "compressed")) -> str:
     """Base against compressed, with the ratio (compressed / base) or the accuracy change."""
     rows = []
-    for key, label in ROWS:
+    predicted = [(k, f"{k} (ms, predicted)") for k in base if k.startswith("latency@")]
+    for key, label in (*ROWS, *predicted):
         if key not in base or key not in compressed:
             continue
         b, c = float(base[key]), float(compressed[key])

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from autocompress.cli import main
+from autocompress.recipe import Recipe
+
+
+def test_latency_budget_on_an_analytic_target_holds_for_the_recipe(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["search", "--budget", "latency=0.5@eyeriss", "--trials", "3", "--finetune-steps", "0",
+                 "--final-finetune-steps", "0", "--out", str(out), "--no-progress"])
+    assert code == 0
+    recipe = Recipe.load(out / "recipe.yaml")
+    base, small = recipe.metrics["base"]["latency@eyeriss"], recipe.metrics["compressed"]["latency@eyeriss"]
+    assert 0 < small <= 0.5 * base
+    assert "latency@eyeriss (ms, predicted)" in capsys.readouterr().out
+    # the per-layer table of the same recipe agrees with what the recipe recorded
+    assert main(["latency", "--target", "eyeriss", str(out / "recipe.yaml")]) == 0
+    text = capsys.readouterr().out
+    assert "predicted speedup" in text and "block1.conv1" in text
+    assert f"{base / small:.2f}x" in text
+
+
+@pytest.mark.parametrize("budget,message", [
+    ("latency=0.5@cpu", "measured/learned CPU latency model"),
+    ("latency=0.5@tpu-v9", "unknown latency target 'tpu-v9'"),
+    ("latency=0.01@h100", "cannot be met"),
+])
+def test_latency_budgets_that_cannot_run_say_why(tmp_path, capsys, budget, message):
+    code = main(["search", "--budget", budget, "--trials", "1", "--out", str(tmp_path / "x"), "--no-progress"])
+    assert code == 2
+    assert message in capsys.readouterr().err
