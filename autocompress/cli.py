@@ -89,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
     _model_options(t)
 
+    p = sub.add_parser("profile", help="measure this machine's ops and fit a learned latency model",
+                       description="Time random convolution, pointwise, depthwise and linear ops on this machine, "
+                                   "fit one regressor per kind (with adaptive sampling around badly predicted "
+                                   "ops) and save it (JSON) where latency budgets on this target will use it.")
+    p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="device to profile (default cpu)")
+    p.add_argument("--samples", type=int, default=150, metavar="N", help="first samples per op kind (default 150)")
+    p.add_argument("--rounds", type=int, default=2, metavar="N", help="adaptive sampling rounds (default 2)")
+    p.add_argument("--out", metavar="FILE.json", help="where to save (default: the cache folder, used by searches)")
+
     w = sub.add_parser("show", help="print a recipe readably")
     w.add_argument("recipe", metavar="RECIPE")
     return parser
@@ -124,6 +133,24 @@ def _latency(args) -> int:
     return 0
 
 
+def _profile(args) -> int:
+    from .errors import AutocompressError
+    from .latency_models.learned import profile
+    from .latency_models.measured import MeasuredLatency, device_key
+    from .latency_models.registry import learned_path
+
+    if args.samples < 10 or args.rounds < 0:
+        raise AutocompressError("--samples must be 10 or more and --rounds zero or more")
+    measured = MeasuredLatency(args.target, device=args.target)
+    model = profile(measured.predict_op, f"learned-{args.target}", device_key(args.target), args.samples, args.rounds,
+                    progress=lambda line: print(f"profile: {line}", flush=True))
+    path = Path(args.out) if args.out else learned_path(args.target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    print(f"learned latency model for {device_key(args.target)} saved to {path}")
+    return 0
+
+
 def _strategy_names() -> list[str]:
     from .search import STRATEGIES
 
@@ -156,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import AutocompressError
 
     try:
-        return {"search": _search, "apply": _apply, "show": _show, "latency": _latency}[args.command](args)
+        return {"search": _search, "apply": _apply, "show": _show, "latency": _latency, "profile": _profile}[args.command](args)
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -109,11 +109,6 @@ def latency_models_for(budget: Budget) -> dict[str, Any]:
     models = {}
     for term in budget.terms:
         if term.metric == "latency":
-            if term.target == "cpu":
-                raise BudgetError(
-                    f"budget {term}: latency on this CPU needs the measured/learned CPU latency model, which this "
-                    "release does not have yet; use an analytic target (e.g. latency=0.5@a100, "
-                    "latency=0.5@jetson-orin-nano, latency=0.5@eyeriss) or flops=, params=, size= budgets")
             models[latency_key(term)] = get_latency_model(term.target)
     return models
 

@@ -6,7 +6,9 @@ implicit GEMM per group: ``m`` output positions (per sample), ``n`` output chann
 ``k`` reduction length (input channels per group x kernel elements), ``groups`` of them
 (depthwise convolutions have ``groups == n``).  ``in_positions`` x ``in_channels`` is the
 input's size per sample (for the bytes read), ``bits`` the weight bit-width, ``sparsity`` and
-``pattern`` the weight sparsity.
+``pattern`` the weight sparsity.  Convolutions also carry ``kernel`` and ``geometry``
+(``h_in, w_in, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w``) so a measured
+latency model can run them as they are.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ class Op:
     bits: int = 32
     sparsity: float = 0.0
     pattern: str = "unstructured"
+    kernel: tuple[int, int] = (1, 1)
+    geometry: tuple[int, ...] = ()
 
     @property
     def flops(self) -> int:
@@ -40,6 +44,7 @@ class Op:
         """A stable key for caches of measured ops."""
         d = asdict(self)
         d.pop("layer")
+        d["kernel"], d["geometry"] = "x".join(map(str, d["kernel"])), "x".join(map(str, d["geometry"]))
         return ",".join(f"{key}={d[key]}" for key in sorted(d))
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,12 +67,33 @@ def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[O
             positions = {"svd": [out_rows, out_rows], "tucker2": [in_rows, out_rows, out_rows],
                          "spatial": [mid_rows, out_rows]}[decomposition]
             inputs = [in_rows] + positions[:-1]
-            for i, ((o, c, kernel), p, src) in enumerate(zip(factors, positions, inputs)):
-                ops.append(Op(f"{layer.name}.{i}", "factor", p, o, c * kernel, 1, src, c, bits))
+            shapes_ = _factor_geometry(layer.kind, decomposition, (kh, kw), layer.geometry)
+            for i, ((o, c, kernel), p, src, (kern, geo)) in enumerate(zip(factors, positions, inputs, shapes_)):
+                ops.append(Op(f"{layer.name}.{i}", "factor", p, o, c * kernel, 1, src, c, bits, kernel=kern,
+                              geometry=geo))
             continue
         groups = out if layer.depthwise else layer.groups
         per_group_in = 1 if layer.depthwise else inp // layer.groups
         ops.append(Op(layer.name, layer.kind, out_rows, out // groups if groups > 1 else out,
                       per_group_in * kh * kw, groups, in_rows, inp, bits, float(s.get("sparsity", 0.0)),
-                      str(s.get("pattern", "unstructured"))))
+                      str(s.get("pattern", "unstructured")), (kh, kw), layer.geometry))
     return ops
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _factor_geometry(kind: str, decomposition: str, kernel: tuple[int, int], geometry: tuple[int, ...]):
+    """``(kernel, geometry)`` of each factor, as ``compress.lowrank.factorise`` builds them."""
+    if kind == "linear" or not geometry:
+        return [((1, 1), ())] * 3
+    h, w, sh, sw, ph, pw, dh, dw = geometry
+    kh, kw = kernel
+    ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+    if decomposition == "svd":  # 1x1 convolutions: the first keeps the stride
+        return [((1, 1), geometry), ((1, 1), (ho, wo, 1, 1, 0, 0, 1, 1))]
+    if decomposition == "tucker2":
+        return [((1, 1), (h, w, 1, 1, 0, 0, 1, 1)), (kernel, (h, w, sh, sw, ph, pw, 1, 1)),
+                ((1, 1), (ho, wo, 1, 1, 0, 0, 1, 1))]
+    return [((kh, 1), (h, w, sh, 1, ph, 0, 1, 1)), ((1, kw), (ho, w, 1, sw, 0, pw, 1, 1))]

@@ -85,7 +85,9 @@ class LayerInfo:
     ``out_group`` names the channel group that prunes its outputs; ``in_groups`` lists
     ``(group, features per channel)`` for every group feeding its inputs (several where a
     concatenation feeds it; features per channel is the spatial size where a Linear
-    follows a flatten, else 1).  Inputs not fed by any group are fixed.
+    follows a flatten, else 1).  Inputs not fed by any group are fixed.  ``geometry`` is a
+    convolution's ``(h_in, w_in, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)``
+    per sample (empty for Linear), for latency models that run the layer.
     """
 
     name: str
@@ -99,6 +101,7 @@ class LayerInfo:
     out_group: str | None = None
     in_groups: tuple[tuple[str, int], ...] = ()
     rows: tuple[int, int, int] = (1, 1, 1)
+    geometry: tuple[int, ...] = ()
 
     @property
     def depthwise(self) -> bool:

@@ -228,7 +228,11 @@ class StrategySuite:
 class LatencyModelSuite:
     """What every latency model guarantees.  Subclass it and provide a
     ``latency_model`` fixture; the ops are the demo model's, plain, pruned, low-rank,
-    sparse and 8-bit."""
+    sparse and 8-bit.  ``monotone_slack``: a measured model times real kernels on a noisy
+    machine, so it may predict twice the work up to that fraction faster; analytic and
+    learned models get none."""
+
+    monotone_slack = 0.0
 
     @pytest.fixture(scope="class")
     def ops(self):
@@ -267,8 +271,9 @@ class LatencyModelSuite:
             base = latency_model.predict_op(op, 2)
             for field in ("m", "n", "k"):
                 bigger = dataclasses.replace(op, **{field: getattr(op, field) * 2})
-                assert latency_model.predict_op(bigger, 2) >= base, f"{field} x2 predicted faster for {op}"
-            assert latency_model.predict_op(op, 4) >= base
+                assert latency_model.predict_op(bigger, 2) >= base * (1 - self.monotone_slack), \
+                    f"{field} x2 predicted faster for {op}"
+            assert latency_model.predict_op(op, 4) >= base * (1 - self.monotone_slack)
 
     def test_report_has_a_row_per_op_and_sums_them(self, latency_model, ops):
         report = latency_model.predict(ops, 2)

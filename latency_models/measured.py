@@ -1,11 +1,26 @@
-"""Measured latency: wall-clock timing of a model on this machine's CPU."""
+"""Measured latency on this machine's CPU (or a CUDA GPU where present).
+
+``measure_cpu_latency`` times a whole model.  ``MeasuredLatency`` is a LatencyModel that
+times each op as a real module (a Conv2d with the op's kernel, stride, padding and
+groups, or a Linear) on this device: warm-up, median of repeats, fixed threads, and
+every measurement cached on disk keyed by the op's signature, the batch and the device,
+so repeated searches do not re-measure.
+"""
 from __future__ import annotations
 
+import json
+import os
+import platform
 import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
+
+from ..ops import Op
+from .base import LatencyModel
 
 
 def measure_cpu_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 50,
@@ -30,3 +45,109 @@ def measure_cpu_latency(model: nn.Module, example_input: torch.Tensor, repeats: 
         return 1e3 * statistics.median(times)
     finally:
         torch.set_num_threads(previous)
+
+
+def op_module(op: Op, batch: int, device: str = "cpu") -> tuple[nn.Module, torch.Tensor]:
+    """A module running ``op`` and an input for it (random weights: only time matters)."""
+    if op.geometry:
+        h, w, sh, sw, ph, pw, dh, dw = op.geometry
+        module = nn.Conv2d(op.in_channels, op.n * op.groups, op.kernel, (sh, sw), (ph, pw), (dh, dw), op.groups)
+        x = torch.randn(batch, op.in_channels, h, w)
+    else:
+        module = nn.Linear(op.k, op.n)
+        x = torch.randn(batch * op.m, op.k)
+    return module.to(device).eval(), x.to(device)
+
+
+def device_key(device: str = "cpu", threads: int | None = None) -> str:
+    """What a measurement depends on besides the op: processor, threads, torch version."""
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+    return f"{device}|{name}|threads={threads or torch.get_num_threads()}|torch={torch.__version__.split('+')[0]}"
+
+
+def cache_file(device: str = "cpu") -> Path:
+    from ..demo import cache_dir
+
+    return cache_dir() / "latency" / f"measured-{device}.json"
+
+
+class MeasuredLatency(LatencyModel):
+    """Times each op on this machine (``cpu``, or ``cuda`` where a GPU is present)."""
+
+    kind = "measured"
+
+    def __init__(self, name: str = "cpu", device: str = "cpu", threads: int | None = None, repeats: int = 20,
+                 warmup: int = 5, cache: str | None = None):
+        super().__init__(name)
+        if device == "cuda" and not torch.cuda.is_available():
+            from ..errors import BudgetError
+
+            raise BudgetError("target 'cuda' needs a CUDA GPU, and torch sees none on this machine")
+        self.device, self.threads = device, threads or torch.get_num_threads()
+        self.repeats, self.warmup = repeats, warmup
+        self.cache_path = Path(cache) if cache else cache_file(device)
+        self._key = device_key(device, self.threads)
+        self._cache: dict[str, float] | None = None
+
+    def _load(self) -> dict[str, float]:
+        if self._cache is None:
+            try:
+                self._cache = dict(json.loads(self.cache_path.read_text()).get(self._key, {}))
+            except (OSError, ValueError):
+                self._cache = {}
+        return self._cache
+
+    def _store(self) -> None:
+        try:
+            data = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
+        except ValueError:
+            data = {}
+        data[self._key] = self._load()
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.cache_path)
+
+    def measure(self, op: Op, batch: int = 1) -> float:
+        """Time ``op`` now (no cache)."""
+        module, x = op_module(op, batch, self.device)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                for _ in range(self.warmup):
+                    module(x)
+                times = []
+                for _ in range(self.repeats):
+                    if self.device == "cuda":
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    module(x)
+                    if self.device == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - start)
+        finally:
+            torch.set_num_threads(previous)
+        return 1e3 * statistics.median(times)
+
+    def predict_op(self, op: Op, batch: int = 1) -> float:
+        cache = self._load()
+        key = f"{op.signature()}|b={batch}"
+        if key not in cache:
+            cache[key] = self.measure(op, batch)
+            self._store()
+        return cache[key]
+
+    def params(self) -> dict[str, Any]:
+        return {"device": self.device, "threads": self.threads, "repeats": self.repeats, "warmup": self.warmup,
+                "cache": str(self.cache_path)}

@@ -9,18 +9,38 @@ import yaml
 from ..errors import BudgetError
 from .analytic import GPURoofline, SystolicArray, from_fields, presets
 from .base import SCHEMA, LatencyModel
+from .learned import LearnedLatency
 
-KINDS = {GPURoofline.kind: GPURoofline, SystolicArray.kind: SystolicArray}
+KINDS = {GPURoofline.kind: GPURoofline, SystolicArray.kind: SystolicArray, LearnedLatency.kind: LearnedLatency}
+MEASURED = ("cpu", "cuda")
 
 
 def target_names() -> list[str]:
-    return list(presets())
+    return [*MEASURED, *presets()]
+
+
+def learned_path(target: str) -> Path:
+    """Where ``autocompress profile --target T`` saves the learned model of this machine."""
+    from ..demo import cache_dir
+
+    return cache_dir() / "latency" / f"learned-{target}.json"
 
 
 def get_latency_model(target: str) -> LatencyModel:
-    """The latency model of ``target``: a preset name (``h100``, ``jetson-orin-nano``,
-    ``eyeriss``...) or a path to a YAML file with the same fields as a preset."""
+    """The latency model of ``target``: ``cpu``/``cuda`` (this machine: the learned model
+    ``autocompress profile`` saved for it, else per-op measurement with a disk cache), a
+    preset name (``h100``, ``jetson-orin-nano``, ``eyeriss``...) or a path to a YAML
+    file with the same fields as a preset."""
     table = presets()
+    if target in MEASURED:
+        from .measured import MeasuredLatency, device_key
+
+        path = learned_path(target)
+        if path.is_file():
+            model = load_latency_model(path)
+            if getattr(model, "device", None) == device_key(target):
+                return model
+        return MeasuredLatency(target, device=target)
     if target in table:
         return from_fields(target, table[target])
     path = Path(target)
@@ -40,6 +60,10 @@ def load_latency_model(path: str | Path) -> LatencyModel:
     data = json.loads(Path(path).read_text())
     if data.get("schema") != SCHEMA:
         raise BudgetError(f"{path}: latency model schema {data.get('schema')!r} is not {SCHEMA}")
+    if data.get("kind") == "measured":
+        from .measured import MeasuredLatency
+
+        return MeasuredLatency(data["name"], **data["params"])
     if data.get("kind") not in KINDS:
         raise BudgetError(f"{path}: unknown latency model kind {data.get('kind')!r}")
     return KINDS[data["kind"]](data["name"], **data["params"])

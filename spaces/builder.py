@@ -193,8 +193,12 @@ def _layer_info(module, name, shape, in_groups, out_group) -> LayerInfo:
         batch = in_shape[0] if len(in_shape) == 4 else 1
         (h_in, w_in), (h_out, w_out) = in_shape[-2:], out_shape[-2:]
         rows = (batch * h_in * w_in, batch * h_out * w_in, batch * h_out * w_out)
+        padding = module.padding if isinstance(module.padding, tuple) else (0, 0)  # "valid"; "same" is rare
+        if module.padding == "same":
+            padding = ((module.dilation[0] * (kh - 1)) // 2, (module.dilation[1] * (kw - 1)) // 2)
+        geometry = (h_in, w_in, *module.stride, *padding, *module.dilation)
         return LayerInfo(name, "conv", module.in_channels, module.out_channels, module.groups, (kh, kw),
-                         2 * kh * kw * rows[2], module.bias is not None, out_group, in_groups, rows)
+                         2 * kh * kw * rows[2], module.bias is not None, out_group, in_groups, rows, geometry)
     n = in_shape.numel() // module.in_features
     return LayerInfo(name, "linear", module.in_features, module.out_features, 1, (1, 1), 2 * n,
                      module.bias is not None, out_group, in_groups, (n, n, n))

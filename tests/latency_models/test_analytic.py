@@ -5,12 +5,12 @@ import math
 import pytest
 
 from autocompress.errors import BudgetError
-from autocompress.latency_models import SystolicArray, get_latency_model, target_names
+from autocompress.latency_models import SystolicArray, get_latency_model, presets
 from autocompress.ops import Op
 from autocompress.testing import LatencyModelSuite
 
 
-@pytest.fixture(params=target_names())
+@pytest.fixture(params=list(presets()))
 def latency_model(request):
     return get_latency_model(request.param)
 
