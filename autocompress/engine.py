@@ -6,6 +6,7 @@ the compressed model from a Recipe (used by both ``search`` and ``apply``).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass, field, replace
@@ -341,11 +342,16 @@ def measure_pair(base: nn.Module, compressed: nn.Module, example_input: torch.Te
     return sorted(a)[len(a) // 2], sorted(b)[len(b) // 2]
 
 
-def export_model(model: nn.Module, example_input: torch.Tensor, path: str | Path, fold: bool = True) -> None:
+def export_model(model: nn.Module, example_input: torch.Tensor, path: str | Path, fold: bool = True,
+                 channels_last: bool = True) -> None:
     """Write a self-contained ``torch.export`` program with a dynamic batch dimension,
-    with BatchNorm folded into the convolution before it where possible (``fold``)."""
+    with BatchNorm folded into the convolution before it where possible (``fold``) and,
+    for models with 2-d convolutions, weights in channels-last layout (``channels_last``:
+    oneDNN then runs NHWC kernels, which suit narrow pruned layers; BENCHMARKS.md)."""
     batch = torch.export.Dim("batch", min=1, max=65536)
     example = example_input.expand(2, *example_input.shape[1:]).contiguous()
-    model = fold_batchnorm(model) if fold else model.eval()
+    model = fold_batchnorm(model) if fold else copy.deepcopy(model).eval()
+    if channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))

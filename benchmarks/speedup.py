@@ -8,7 +8,9 @@ Builds, in one process:
   ``strategy="uniform"``, one trial, no fine-tunes, then ``apply``);
 - the peer: Torch-Pruning's uniform ``MetaPruner`` with ``MagnitudeImportance``, the final
   Linear ignored, its ``pruning_ratio`` bisected until its FLOPs come closest to ours;
-- the same three with BatchNorm folded into the convolutions (``compress.fold``);
+- the same three with BatchNorm folded into the convolutions (``compress.fold``), and the
+  same three as ``autocompress apply`` exports them (``export_model``'s defaults: BN folded
+  and channels-last weights) -- the user's base model as they have it is the first row;
 - investigation variants, all BN-folded and all within 0.3 of the base FLOPs: our recipe
   with its channel groups rounded to multiples of 8 and of 16 (``--multiples``) and
   re-applied; the allocations of ``strategy="random"`` searches (``--random-seeds``);
@@ -80,6 +82,7 @@ BASE = "base ResNet-20"
 OURS = "autocompress uniform"
 PEER = "Torch-Pruning uniform"
 FOLD = " + BN fold"
+SHIPPED = " as exported by apply (BN fold, channels-last)"
 
 
 @dataclass
@@ -188,11 +191,15 @@ def stage_widths(model: nn.Module) -> str:
     return " ".join(parts)
 
 
-def exported(model: nn.Module, example: torch.Tensor, folder: Path, name: str) -> nn.Module:
-    """``model`` written with ``export_model`` to ``folder/name.pt2`` and loaded back: the
-    program a user ships."""
+def exported(model: nn.Module, example: torch.Tensor, folder: Path, name: str, shipped: bool = False) -> nn.Module:
+    """``model`` written with ``export_model`` to ``folder/name.pt2`` and loaded back.
+    ``shipped``: with ``export_model``'s defaults (BatchNorm folded, channels-last weights),
+    the program ``autocompress apply`` writes; else plain (folding is a variant of its own)."""
     path = folder / f"{name}.pt2"
-    export_model(model, example, path, fold=False)  # folding is a variant of its own here
+    if shipped:
+        export_model(model, example, path)
+    else:
+        export_model(model, example, path, fold=False, channels_last=False)
     return torch.export.load(str(path)).module()
 
 
@@ -415,6 +422,10 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{name} has {flops / base_flops:.4f} of the base FLOPs, above {BUDGET}")
             slug = "".join(c if c.isalnum() else "-" for c in name)
             variants.append(Variant(name, exported(model, example, folder, slug), flops, stage_widths(model)))
+        for name in (BASE, OURS, PEER):  # as `autocompress apply` exports: folded, channels-last
+            variants.append(Variant(name + SHIPPED, exported(models[name], example, folder, f"shipped{len(variants)}",
+                                                             shipped=True), count_flops(models[name], example),
+                                    stage_widths(models[name])))
         sixteen = f"{OURS}, rounded to 16{FOLD}"
         for name in (BASE + FOLD, sixteen):
             if name in models:
@@ -436,7 +447,8 @@ def main(argv: list[str] | None = None) -> None:
         report.append(f"batch {batch}: {timing.rerun} round(s) rerun because other processes used over "
                       f"{args.max_others:.0%} of the CPUs; at most {timing.worst_others:.1%} in a round kept")
     by_name = {v.name: v for v in variants}
-    main_rows = [BASE, OURS, PEER, BASE + FOLD, OURS + FOLD, PEER + FOLD]
+    main_rows = [BASE, OURS, PEER, BASE + FOLD, OURS + FOLD, PEER + FOLD, BASE + SHIPPED, OURS + SHIPPED,
+                 PEER + SHIPPED]
     report += ["", "### Main table", "", table([by_name[n] for n in main_rows], timed)]
     report += ["", "### Investigation (BN-folded; speedups against the unfolded base)", "",
                table([by_name[n] for n in [BASE, BASE + FOLD, OURS + FOLD, PEER + FOLD, *extra]], timed)]
