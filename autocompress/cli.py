@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channel-multiple", type=int, default=8, metavar="N",
                    help="keep channel counts in multiples of N (halved for narrow groups; 16 suits AVX-512 CPUs, "
                         "8 GPUs; 1 for any count; default 8)")
+    s.add_argument("--latency-batch", type=int, default=1, metavar="N",
+                   help="batch size at which latency budgets are predicted and measured (default 1)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _model_options(s)
 
@@ -199,6 +201,8 @@ def _search(args) -> int:
 
     if not args.max_accuracy_drop >= 0:
         raise AutocompressError(f"--max-accuracy-drop {args.max_accuracy_drop} must be zero or more points")
+    if args.latency_batch < 1:
+        raise AutocompressError(f"--latency-batch {args.latency_batch} must be 1 or more")
     if args.channel_multiple < 1:
         raise AutocompressError(f"--channel-multiple {args.channel_multiple} must be 1 or more")
     for name in ("trials", "calibration_batches", "finetune_steps", "final_finetune_steps"):
@@ -231,6 +235,7 @@ def _search(args) -> int:
         final_finetune_steps=args.final_finetune_steps, knobs=knobs,
         sparsity_pattern=args.sparsity_pattern, conv_decomposition=args.decomposition,
         max_accuracy_drop=args.max_accuracy_drop, objective=args.objective, channel_multiple=args.channel_multiple,
+        latency_batch=args.latency_batch,
         strategy_options=_options(args.option),
     )
     try:

@@ -23,6 +23,7 @@ from .compress.fold import fold_batchnorm
 from .errors import AutocompressError, BudgetError, RecipeError
 from .evaluators import accuracy, distill, measure_costs, recalibrate_batchnorm
 from .latency_models import measure_cpu_latency
+from .ops import space_ops
 from .recipe import Recipe
 from .search import Problem, Strategy, as_proposal, check_reachable, get_strategy, project
 from .search.base import feasible_trials, search_trials
@@ -47,7 +48,8 @@ class SearchSettings:
     the tolerance of strategies that minimise cost under an accuracy floor (condensa);
     ``objective`` is ``"accuracy"`` or ``"pareto"`` (also save the accuracy/cost front);
     ``strategy_options`` are keyword arguments for the strategy's constructor;
-    ``channel_multiple`` rounds kept channel counts (``space.kept_channels``).
+    ``channel_multiple`` rounds kept channel counts (``space.kept_channels``);
+    ``latency_batch`` is the batch size latency budgets are predicted and measured at.
     ``knobs`` names the knob kinds to search (empty: those that can lower the budget's
     metrics, ``space.KINDS_FOR_METRIC``); ``sparsity_pattern`` and ``conv_decomposition``
     shape the sparsity and rank knobs (see ``spaces.build_space``).
@@ -66,6 +68,7 @@ class SearchSettings:
     sparsity_pattern: str = "unstructured"
     conv_decomposition: str = "tucker2"
     channel_multiple: int = 8
+    latency_batch: int = 1
     max_accuracy_drop: float = 1.0
     objective: str = "accuracy"
     strategy_options: dict[str, Any] = field(default_factory=dict)
@@ -95,7 +98,7 @@ def search_space(workload: Workload, settings: SearchSettings) -> Space:
             kinds += tuple(k for k in KINDS_FOR_METRIC[metric] if k not in kinds)
     space = build_space(workload.model, workload.example_input, settings.sparsity_pattern, settings.conv_decomposition)
     return replace(space.restrict(kinds), channel_multiple=settings.channel_multiple,
-                   latency_models=latency_models_for(settings.budget))
+                   latency_models=latency_models_for(settings.budget), latency_batch=settings.latency_batch)
 
 
 def latency_key(term) -> str:
@@ -112,6 +115,53 @@ def latency_models_for(budget: Budget) -> dict[str, Any]:
         if term.metric == "latency":
             models[latency_key(term)] = get_latency_model(term.target)
     return models
+
+
+def shipped(model: nn.Module) -> nn.Module:
+    """``model`` as ``export_model`` ships it (BatchNorm folded, channels-last weights), in
+    eager mode: what whole-model latency measurements time."""
+    model = fold_batchnorm(model)
+    return model.to(memory_format=torch.channels_last) if any(isinstance(m, nn.Conv2d) for m in model.modules()) \
+        else model
+
+
+def calibrate_latency(workload: Workload, space: Space, budget: Budget) -> Space:
+    """Calibrate the per-op ``cpu`` latency model against whole models measured on this
+    machine (the base and two compressed candidates near the budget; see
+    ``latency_models.calibrated``), so a ``latency=...@cpu`` budget holds when measured."""
+    from .latency_models.calibrated import CalibratedLatency
+
+    models = dict(space.latency_models)
+    for term in budget.terms:
+        key = latency_key(term)
+        if term.metric != "latency" or term.target != "cpu" or isinstance(models.get(key), CalibratedLatency):
+            continue
+        inner = models[key]
+        x = workload.example_input.expand(space.latency_batch, *workload.example_input.shape[1:]).contiguous()
+
+        def measure(candidate) -> float:
+            model = shipped(bake(compress(workload.model, space, space.resolve(candidate), x)))
+            return sorted(measure_cpu_latency(model, x, repeats=30) for _ in range(3))[1]
+
+        def predicted(candidate) -> float:
+            return inner.total(space_ops(space, space.resolve(candidate)), space.latency_batch)
+
+        neutral = space.neutral()
+        points = [(predicted(neutral), measure(neutral))]
+        model = CalibratedLatency.fit(inner, points)
+        for _ in range(2):  # project with the current calibration, measure there, refit
+            trial_space = replace(space, latency_models={**models, key: model})
+            limit = term.limit(points[0][1])
+            try:
+                candidate = project(trial_space, {k.name: k.high for k in space.knobs}, {key: limit})
+            except BudgetError:
+                break
+            points.append((predicted(candidate), measure(candidate)))
+            model = CalibratedLatency.fit(inner, points)
+        log.info("cpu latency calibrated on %d measured models: ms = %.3f + %.3f x per-op sum", len(points),
+                 model.a, model.b)
+        models[key] = model
+    return replace(space, latency_models=models)
 
 
 def predicted_latency(space: Space, settings) -> dict[str, float]:
@@ -167,7 +217,7 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
         raise AutocompressError(f"unknown objective {settings.objective!r}; use one of {', '.join(OBJECTIVES)}")
     strategy = get_strategy(settings.strategy, seed=settings.seed, **settings.strategy_options)
     base = base_metrics(workload)
-    space = search_space(workload, settings)
+    space = calibrate_latency(workload, search_space(workload, settings), settings.budget)
     base.update(predicted_latency(space, space.resolve(space.neutral())))
     limits = limits_for(settings.budget, base)
     check_reachable(space, limits, base)
@@ -225,7 +275,7 @@ def study_config(workload: Workload, settings: SearchSettings, space: Space) -> 
         "model": workload.fingerprint, "budget": str(settings.budget), "strategy": settings.strategy,
         "seed": settings.seed, "knobs": ",".join(space.knob_names),
         "sparsity_pattern": settings.sparsity_pattern, "conv_decomposition": settings.conv_decomposition,
-        "channel_multiple": settings.channel_multiple,
+        "channel_multiple": settings.channel_multiple, "latency_batch": settings.latency_batch,
         "objective": settings.objective, "max_accuracy_drop": settings.max_accuracy_drop,
         "strategy_options": repr(sorted(settings.strategy_options.items())),
         "recovery": repr(sorted(settings.recovery(final=False).items())),
@@ -252,6 +302,7 @@ def _finish(workload: Workload, settings: SearchSettings, strategy: Strategy, pr
     recipe = recipe_for(workload, settings, problem, best, _finished(history))
     log.info("fine-tuning the chosen recipe (%d steps)", settings.final_finetune_steps)
     model, compressed = replay(workload, recipe)
+    compressed.update(predicted_latency(problem.space, recipe.layers))  # calibrated, at the search's batch
     base = dict(problem.base)
     base["latency_cpu_ms"], compressed["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
     recipe.metrics = {"base": base, "compressed": compressed}
@@ -325,8 +376,8 @@ def replay(workload: Workload, recipe: Recipe) -> tuple[nn.Module, dict[str, flo
     metrics = measure_costs(model, workload.example_input)
     from . import budget as _budget
 
-    latency_space = replace(space, latency_models=latency_models_for(_budget.parse(recipe.budget)))
-    metrics.update(predicted_latency(latency_space, recipe.layers))
+    analytic = {k: m for k, m in latency_models_for(_budget.parse(recipe.budget)).items() if m.kind != "measured"}
+    metrics.update(predicted_latency(replace(space, latency_models=analytic), recipe.layers))
     metrics["accuracy"] = accuracy(model, workload.test)
     return bake(model), metrics
 

@@ -10,8 +10,9 @@ Parts (``--part``):
   within +-10% and +-5%, Spearman.  The measurement noise floor is the same statistics
   between two independent measurements of the same ops.  Whole models: the sum of the
   per-op predictions against the measured latency of the exported model (BN folded).
-- ``budget``: ``latency=0.5@cpu`` on ResNet-20 (uniform strategy, 1 trial, no fine-tune):
-  the exported model's measured latency against the exported base, side by side.
+- ``budget``: ``latency=0.5@cpu`` on ResNet-20 at batch 32 (``--latency-batch 32``;
+  uniform strategy, 1 trial, no fine-tune): the exported model's measured latency against
+  the exported base, side by side (both as ``apply`` exports them).
 - ``targets``: one recipe (ResNet-20 at flops=0.3, uniform) and the predicted speedup on
   every target.
 """
@@ -118,16 +119,17 @@ def part_learned(args) -> None:
 def part_budget(args) -> None:
     base = zoo.resnet20()
     data = zoo.resnet20_data()
-    x = zoo.example_input("resnet20")
+    x = zoo.example_input("resnet20", args.batch)
     with tempfile.TemporaryDirectory() as folder:
         result = search("latency=0.5@cpu", model=base, data=data, out=Path(folder) / "run", progress=False,
-                        trials=1, strategy="uniform", finetune_steps=0, final_finetune_steps=0)
+                        trials=1, strategy="uniform", finetune_steps=0, final_finetune_steps=0,
+                        latency_batch=args.batch)
         recipe = Recipe.load(result.recipe_path)
-        workload = Workload("resnet20", base, x, *data)
+        workload = Workload("resnet20", base, x[:1], *data)
         small, metrics = replay(workload, recipe)
         programs = {}
         for tag, model in (("base", base), ("compressed", small)):
-            export_model(copy.deepcopy(model), x, Path(folder) / f"{tag}.pt2")
+            export_model(copy.deepcopy(model), x[:1], Path(folder) / f"{tag}.pt2")
             programs[tag] = torch.export.load(str(Path(folder) / f"{tag}.pt2")).module()
         rounds = {"base": [], "compressed": []}
         for _ in range(args.budget_rounds):
@@ -140,7 +142,7 @@ def part_budget(args) -> None:
           f"{statistics.median(rounds['compressed']):.3f} |")
     print(f"| compressed / base | {recipe.metrics['compressed']['latency@cpu'] / recipe.metrics['base']['latency@cpu']:.3f}"
           f" | {ratio:.3f} |")
-    print(f"FLOPs ratio {metrics['flops'] / recipe.metrics['base']['flops']:.3f}; budget 0.5; "
+    print(f"batch {args.batch}; FLOPs ratio {metrics['flops'] / recipe.metrics['base']['flops']:.3f}; budget 0.5; "
           f"measured ratio is {100 * (ratio / 0.5 - 1):+.1f}% from the budget")
 
 
@@ -173,6 +175,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--budget-rounds", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=32, help="batch of the latency budget part (default 32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--part", default="all", choices=("all", "learned", "budget", "targets"))
     args = parser.parse_args()

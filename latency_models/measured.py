@@ -33,7 +33,10 @@ def measure_cpu_latency(model: nn.Module, example_input: torch.Tensor, repeats: 
     if threads:
         torch.set_num_threads(threads)
     try:
-        model.eval()
+        try:
+            model.eval()
+        except NotImplementedError:  # a loaded torch.export program: already in eval mode
+            pass
         times = []
         with torch.inference_mode():
             for _ in range(warmup):
@@ -48,10 +51,12 @@ def measure_cpu_latency(model: nn.Module, example_input: torch.Tensor, repeats: 
 
 
 def op_module(op: Op, batch: int, device: str = "cpu") -> tuple[nn.Module, torch.Tensor]:
-    """A module running ``op`` and an input for it (random weights: only time matters)."""
+    """A module running ``op`` and an input for it (random weights: only time matters;
+    convolutions with channels-last weights, as ``export_model`` writes them)."""
     if op.geometry:
         h, w, sh, sw, ph, pw, dh, dw = op.geometry
         module = nn.Conv2d(op.in_channels, op.n * op.groups, op.kernel, (sh, sw), (ph, pw), (dh, dw), op.groups)
+        module = module.to(memory_format=torch.channels_last)  # as export_model ships convolutions
         x = torch.randn(batch, op.in_channels, h, w)
     else:
         module = nn.Linear(op.k, op.n)
