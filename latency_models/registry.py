@@ -60,10 +60,19 @@ def load_latency_model(path: str | Path) -> LatencyModel:
     data = json.loads(Path(path).read_text())
     if data.get("schema") != SCHEMA:
         raise BudgetError(f"{path}: latency model schema {data.get('schema')!r} is not {SCHEMA}")
+    return model_from_dict(data, str(path))
+
+
+def model_from_dict(data: dict, source: str = "latency model") -> LatencyModel:
     if data.get("kind") == "measured":
         from .measured import MeasuredLatency
 
         return MeasuredLatency(data["name"], **data["params"])
+    if data.get("kind") == "calibrated":
+        from .calibrated import CalibratedLatency
+
+        params = dict(data["params"])
+        return CalibratedLatency(data["name"], model_from_dict(params.pop("inner"), source), **params)
     if data.get("kind") not in KINDS:
-        raise BudgetError(f"{path}: unknown latency model kind {data.get('kind')!r}")
+        raise BudgetError(f"{source}: unknown latency model kind {data.get('kind')!r}")
     return KINDS[data["kind"]](data["name"], **data["params"])

@@ -91,3 +91,30 @@ def test_profile_command_saves_a_model_that_loads(tmp_path, monkeypatch, capsys)
     op = random_op("pointwise", np.random.default_rng(1))
     assert model.predict_op(op, 1) > 0
     assert "saved to" in capsys.readouterr().out
+
+
+def test_calibration_fits_whole_model_measurements(learned):
+    from autocompress.latency_models.calibrated import CalibratedLatency
+
+    model = CalibratedLatency.fit(learned, [(1.0, 3.0), (2.0, 5.0), (4.0, 9.0)])
+    assert model.a == pytest.approx(1.0) and model.b == pytest.approx(2.0)
+    inverted = CalibratedLatency.fit(learned, [(1.0, 3.0), (2.0, 1.0)])  # slope <= 0: a scale instead
+    assert inverted.a == 0 and inverted.b > 0
+    negative = CalibratedLatency.fit(learned, [(10.0, 8.0), (20.0, 20.0)])  # a = -4
+    op = random_op("conv", np.random.default_rng(2))
+    assert negative.total([op], 1) > 0  # floored, never negative
+    report = model.predict([op], 1)
+    assert report.rows[-1]["layer"] == "(rest of the model)" and report.total_ms == pytest.approx(model.total([op]))
+
+
+class TestCalibrated(LatencyModelSuite):
+    @pytest.fixture
+    def latency_model(self, learned):
+        from autocompress.latency_models.calibrated import CalibratedLatency
+
+        return CalibratedLatency.fit(learned, [(1.0, 1.5), (3.0, 3.5)])
+
+    def test_report_has_a_row_per_op_and_sums_them(self, latency_model, ops):
+        report = latency_model.predict(ops, 2)
+        assert len(report.rows) == len(ops) + 1  # plus the rest of the model
+        assert report.total_ms == pytest.approx(latency_model.total(ops, 2))
