@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, metavar="N", help="adaptive sampling rounds (default 2)")
     p.add_argument("--out", metavar="FILE.json", help="where to save (default: the cache folder, used by searches)")
 
+    r = sub.add_parser("report", help="write report.html and PNGs for a search folder",
+                       description="Pictures of a search: accuracy against FLOPs/latency with every trial, the "
+                                   "front, base and chosen recipe; best so far; the recipe layer by layer; the "
+                                   "per-layer latency table. One self-contained HTML page.")
+    r.add_argument("folder", metavar="DIR", help="a search's --out folder")
+    _model_options(r)
+
     w = sub.add_parser("show", help="print a recipe readably")
     w.add_argument("recipe", metavar="RECIPE")
     return parser
@@ -132,6 +139,15 @@ def _latency(args) -> int:
         small = model.predict(space_ops(space, recipe.layers), args.batch)
         print(f"\ncompressed ({args.recipe}) on {args.target}:\n{small.table()}")
         print(f"\npredicted speedup: {base.total_ms / small.total_ms:.2f}x")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+    from .workload import load_workload
+
+    path = write_report(args.folder, load_workload(args.model, args.weights, args.data))
+    print(f"report: {path}")
     return 0
 
 
@@ -185,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import AutocompressError
 
     try:
-        return {"search": _search, "apply": _apply, "show": _show, "latency": _latency, "profile": _profile}[args.command](args)
+        return {"search": _search, "apply": _apply, "show": _show, "latency": _latency, "profile": _profile,
+                "report": _report}[args.command](args)
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -250,6 +267,13 @@ def _search(args) -> int:
           f"(trial {result.recipe.search['best_trial']}), accuracy on the {workload.test_split} split\n")
     print(comparison(metrics["base"], metrics["compressed"]))
     print(f"\nrecipe: {result.recipe_path}")
+    try:
+        from .report import write_report
+
+        print(f"report: {write_report(args.out, workload)}")
+    except Exception as exc:  # the recipe is saved; a picture that fails must not fail the search
+        print(f"autocompress: the report could not be written ({type(exc).__name__}: {exc}); "
+              f"the recipe is saved", file=sys.stderr)
     print(f"replay: autocompress apply {result.recipe_path} --out {Path(args.out) / 'model.pt2'}")
     return 0
 

@@ -225,6 +225,7 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
                       settings.objective, workload, settings.recovery(final=False))
     out.mkdir(parents=True, exist_ok=True)
     study = Study(f"sqlite:///{(out / 'study.db').resolve()}", study_config(workload, settings, space))
+    study.set_base({**base, "proxy_accuracy": problem.base_score})
     history = study.history()
     done = _finished(history)
     if done:

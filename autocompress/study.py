@@ -47,6 +47,29 @@ class Study:
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             log.info("trial %d was left running by an earlier run; marked failed", trial.number)
 
+    @classmethod
+    def open(cls, storage_url: str) -> "Study":
+        """An existing study, read as it is (no config check, running trials left alone);
+        StudyError if there is none."""
+        study = cls.__new__(cls)
+        try:
+            study._study = optuna.load_study(study_name=STUDY_NAME, storage=storage_url)
+        except KeyError:
+            raise StudyError(f"{storage_url} holds no autocompress study") from None
+        return study
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._study.user_attrs.get("config", {}))
+
+    def set_base(self, metrics: Mapping[str, float]) -> None:
+        """Record the base model's metrics (with its proxy accuracy) beside the trials."""
+        self._study.set_user_attr("base", {k: float(v) for k, v in metrics.items()})
+
+    @property
+    def base(self) -> dict[str, float]:
+        return dict(self._study.user_attrs.get("base", {}))
+
     def history(self) -> list[TrialRecord]:
         records = []
         for t in self._study.get_trials(deepcopy=False):
