@@ -54,10 +54,15 @@ class Op:
 def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[Op]:
     """The ops of the model ``compress`` builds from ``settings`` (per sample)."""
     shapes = space.shapes(settings)
+    kept = space.group_channels(settings)
+    head_dims = {g.name: g.head_dim for g in space.groups if g.head_dim}
     ops = []
     for layer in space.layers:
         out, inp = shapes[layer.name]
         s = settings.get(layer.name, {})
+        if layer.kind == "attention":
+            ops += _attention_ops(layer, kept[layer.name] * head_dims[layer.name])
+            continue
         bits = int(s.get("bits", 32))
         kh, kw = layer.kernel
         in_rows, mid_rows, out_rows = layer.rows
@@ -78,6 +83,20 @@ def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[O
                       per_group_in * kh * kw, groups, in_rows, inp, bits, float(s.get("sparsity", 0.0)),
                       str(s.get("pattern", "unstructured")), (kh, kw), layer.geometry))
     return ops
+
+
+def _attention_ops(layer, width: int) -> list[Op]:
+    """An attention layer's projections (``width`` = kept heads x head_dim): queries from
+    its ``rows[2]`` positions, keys and values from its ``rows[0]`` (one packed GEMM when
+    they are the same).  Its two per-head products of attention are not ops yet."""
+    key_rows, _, query_rows = layer.rows
+    embed = layer.in_channels
+    if key_rows == query_rows:
+        ops = [Op(f"{layer.name}.in_proj", "linear", query_rows, 3 * width, embed, 1, query_rows, embed)]
+    else:
+        ops = [Op(f"{layer.name}.q_proj", "linear", query_rows, width, embed, 1, query_rows, embed),
+               Op(f"{layer.name}.kv_proj", "linear", key_rows, 2 * width, embed, 1, key_rows, embed)]
+    return ops + [Op(f"{layer.name}.out_proj", "linear", query_rows, layer.out_channels, width, 1, query_rows, width)]
 
 
 def _out_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:

@@ -2,7 +2,8 @@
 
 Top-level keys: ``schema``, ``model`` (name, fingerprint, input shape), ``budget`` (list
 of budget strings), ``layers`` (per qualified module name: ``out_channels``,
-``sparsity`` with its ``pattern``, ``rank`` with its ``decomposition``, ``bits``), ``metrics`` (``base`` and ``compressed``, each with at least ``flops``,
+``sparsity`` with its ``pattern``, ``rank`` with its ``decomposition``, ``bits``, and an
+attention layer's kept ``heads``), ``metrics`` (``base`` and ``compressed``, each with at least ``flops``,
 ``params``, ``accuracy``), ``search`` (strategy, trials, seed, best_trial...),
 ``recovery`` (how weights are recovered after compression: BatchNorm calibration and
 distillation fine-tune settings, replayed by ``apply``) and ``excluded`` (layers left out
@@ -22,7 +23,7 @@ from .errors import BudgetError, RecipeError
 from .patterns import BITS, DECOMPOSITIONS, parse_pattern
 
 SCHEMA = 1
-LAYER_KEYS = {"out_channels", "channel_order", "sparsity", "pattern", "rank", "decomposition", "bits"}
+LAYER_KEYS = {"out_channels", "channel_order", "sparsity", "pattern", "rank", "decomposition", "bits", "heads"}
 RECOVERY_DEFAULTS = {"calibration_batches": 20, "finetune_steps": 0, "lr": 1e-3, "temperature": 4.0, "seed": 0}
 
 
@@ -139,6 +140,8 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
                     parse_pattern(value if isinstance(value, str) else repr(value))
                 except ValueError as exc:
                     raise _fail(source, f"layer {name!r}: {exc}") from None
+            if key == "heads" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise _fail(source, f"layer {name!r} heads must be a whole number >= 1, got {value!r}")
             if key == "rank" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise _fail(source, f"layer {name!r} rank must be a whole number >= 1, got {value!r}")
             if key == "decomposition" and value not in DECOMPOSITIONS:

@@ -2,7 +2,8 @@
 analytic cost model that lets a budget be checked without touching torch.
 
 Knob values are *densities* in (0, 1], 1 being neutral (nothing changed):
-- ``channels`` (per group): the kept fraction of the group's channels;
+- ``channels`` (per group): the kept fraction of the group's channels (of an attention
+  layer's heads, for a group of heads);
 - ``sparsity`` (per layer): ``1 - sparsity`` of the weight, in the space's pattern
   (unstructured, N:M, or RxC blocks);
 - ``rank`` (per layer): the fraction of the break-even rank (below which a low-rank
@@ -10,7 +11,8 @@ Knob values are *densities* in (0, 1], 1 being neutral (nothing changed):
 - ``bits`` (per layer): bit-width / 32, resolved down to 2 (ternary), 4, 8, 16 or 32.
 A Candidate is a plain ``{knob name: value}`` dict.  A resolved candidate ("layer
 settings") is ``{layer name: {"out_channels": int, "sparsity": float, ...}}``: what a
-Recipe stores and what ``compress`` applies.
+Recipe stores and what ``compress`` applies; an attention layer's entry also holds its
+kept ``heads``.
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ class Knob:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A Conv2d or Linear layer as the cost model sees it.
+    """A Conv2d or Linear layer (or an attention layer) as the cost model sees it.
 
     ``flops_per_pair`` is the layer's FLOPs (2 per multiply-accumulate, for the example
     input) divided by ``out_channels * in_channels // groups``.  ``kernel`` is (kh, kw)
@@ -88,6 +90,10 @@ class LayerInfo:
     follows a flatten, else 1).  Inputs not fed by any group are fixed.  ``geometry`` is a
     convolution's ``(h_in, w_in, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)``
     per sample (empty for Linear), for latency models that run the layer.
+
+    ``kind`` "attention" is a multi-head attention layer (``in_channels`` = ``out_channels``
+    = its width): its costs, all proportional to its kept heads, are its group of heads'
+    (``ChannelGroup.head_dim``), which is named after it; it takes only a ``heads`` setting.
     """
 
     name: str
@@ -113,13 +119,19 @@ class ChannelGroup:
     """Channels coupled by residual adds, concatenation or normalisation: pruned together.
 
     ``members`` are the layers whose outputs the group prunes; ``params_per_channel``
-    counts the other parameter entries (BatchNorm affine...) removed with each channel.
+    counts the other parameter entries (BatchNorm affine...) removed with each channel,
+    ``flops_per_channel`` the FLOPs outside the layers' own.  A group with a ``head_dim``
+    is the heads of the attention layer it is named after: its channels are heads (of
+    ``head_dim`` features each), kept one by one, with all their weights and FLOPs counted
+    per channel.
     """
 
     name: str
     size: int
     members: tuple[str, ...]
     params_per_channel: int = 0
+    flops_per_channel: int = 0
+    head_dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -178,7 +190,8 @@ class Space:
         """Layer settings for a candidate; knobs it leaves out stay neutral.  A group's
         ``channel_order`` (indices, most wanted first) goes on its root layer (the layer
         the group is named after) and decides which channels survive."""
-        kept = {g.name: kept_channels(g.size, candidate.get(f"{g.name}/channels", 1.0), self.channel_multiple)
+        kept = {g.name: kept_channels(g.size, candidate.get(f"{g.name}/channels", 1.0),
+                                      1 if g.head_dim else self.channel_multiple)
                 for g in self.groups}
         size = {g.name: g.size for g in self.groups}
         knobs = {k.name: k for k in self.knobs}
@@ -186,6 +199,8 @@ class Space:
         for layer in self.layers:
             out = kept[layer.out_group] if layer.out_group else layer.out_channels
             entry: dict[str, Any] = {"out_channels": out, "sparsity": 0.0}
+            if layer.kind == "attention":
+                entry["heads"] = kept[layer.name]
             sparsity = knobs.get(f"{layer.name}/sparsity")
             density = candidate.get(f"{layer.name}/sparsity", 1.0)
             if sparsity is not None and density < 1.0:
@@ -217,6 +232,12 @@ class Space:
         """
         kept = {}
         for g in self.groups:
+            if g.head_dim:
+                heads = settings.get(g.name, {}).get("heads", g.size)
+                if not (isinstance(heads, int) and not isinstance(heads, bool) and 1 <= heads <= g.size):
+                    raise RecipeError(f"attention layer {g.name} asks for {heads!r} heads; it has {g.size}")
+                kept[g.name] = heads
+                continue
             counts = {m: settings.get(m, {}).get("out_channels", g.size) for m in g.members}
             first = counts[g.members[0]]
             for member, count in counts.items():
@@ -249,6 +270,10 @@ class Space:
         shapes = {}
         for layer in self.layers:
             out, inp = kept[layer.out_group] if layer.out_group else layer.out_channels, _inputs(layer, kept, size)
+            if layer.kind == "attention":
+                _check_attention(layer, settings.get(layer.name, {}))
+            elif settings.get(layer.name, {}).get("heads") is not None:
+                raise RecipeError(f"layer {layer.name} has a heads setting but is not an attention layer")
             rank, decomposition = settings.get(layer.name, {}).get("rank"), settings.get(layer.name, {}).get("decomposition")
             if rank:
                 allowed = "svd" if layer.kernel == (1, 1) else "tucker2 or spatial"
@@ -283,6 +308,8 @@ class Space:
         flops = params = 0
         size_bits = 0
         for layer in self.layers:
+            if layer.kind == "attention":  # costed per head, with its group
+                continue
             out, inp = shapes[layer.name]
             s = settings.get(layer.name, {})
             bits = int(s.get("bits", 32))
@@ -307,7 +334,7 @@ class Space:
         other = self.other_params + sum(g.params_per_channel * kept[g.name] for g in self.groups)
         params += other
         size_bits += other * 32
-        flops += self.other_flops
+        flops += self.other_flops + sum(g.flops_per_channel * kept[g.name] for g in self.groups)
         costs = {"flops": float(flops), "params": float(params), "size": float(math.ceil(size_bits / 8))}
         if self.latency_models:
             from .ops import space_ops
@@ -319,6 +346,13 @@ class Space:
 
     def candidate_cost(self, candidate: Mapping[str, float]) -> dict[str, float]:
         return self.cost(self.resolve(candidate))
+
+
+def _check_attention(layer: LayerInfo, settings: Mapping[str, Any]) -> None:
+    for key, value in settings.items():
+        if key not in ("heads", "out_channels", "sparsity") or (key == "out_channels" and value != layer.out_channels) \
+                or (key == "sparsity" and value != 0):
+            raise RecipeError(f"attention layer {layer.name} cannot take {key}={value!r}; only its heads are pruned")
 
 
 def _inputs(layer: LayerInfo, kept: Mapping[str, int], size: Mapping[str, int]) -> int:

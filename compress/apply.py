@@ -10,14 +10,15 @@ from torch.nn.utils import parametrize
 
 from ..errors import RecipeError
 from ..space import Space
+from .attention import HeadPruning
 from .base import Operator
 from .channels import ChannelPruning
 from .lowrank import LowRank
 from .masks import MagnitudeSparsity
 from .quantize import BitWidth
 
-OPERATORS: tuple[Operator, ...] = (ChannelPruning(), LowRank(), MagnitudeSparsity(), BitWidth())
-"""Applied in this order: structure first (channels, then factorisation), then the
+OPERATORS: tuple[Operator, ...] = (ChannelPruning(), HeadPruning(), LowRank(), MagnitudeSparsity(), BitWidth())
+"""Applied in this order: structure first (channels, attention heads, then factorisation), then the
 weight constraints (masks, then quantisation) on what remains."""
 
 

@@ -26,12 +26,12 @@ class ChannelPruning(Operator):
 
     def needed(self, settings, space: Space) -> bool:
         kept = space.group_channels(settings)
-        return any(kept[g.name] < g.size for g in space.groups)
+        return any(kept[g.name] < g.size for g in space.groups if not g.head_dim)
 
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping[str, float]],
               example_input: torch.Tensor) -> None:
         kept = space.group_channels(settings)
-        todo = [g for g in space.groups if kept[g.name] < g.size]
+        todo = [g for g in space.groups if kept[g.name] < g.size and not g.head_dim]  # heads: HeadPruning
         if not todo:
             return
         with warnings.catch_warnings():

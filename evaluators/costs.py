@@ -11,8 +11,8 @@ import math
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
-from torch.utils.flop_counter import FlopCounterMode
 
+from ..flops import flop_counter
 from ..patterns import weight_bits
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -20,7 +20,8 @@ _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     """Dense FLOPs of one forward pass, as ``torch.utils.flop_counter`` counts them
-    (2 per multiply-accumulate of convolutions and matrix products).  Pass the model in
+    (2 per multiply-accumulate of convolutions and matrix products, attention's included:
+    ``autocompress.flops``).  Pass the model in
     eval mode (it is not switched here, so exported programs can be counted too).
 
     Runs with autograd on and an input that requires grad: fused inference kernels (the
@@ -28,7 +29,7 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     decomposition is not.
     """
     x = example_input.detach().clone().requires_grad_(example_input.is_floating_point())
-    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+    with torch.enable_grad(), flop_counter() as counter:
         model(x)
     return int(counter.get_total_flops())
 

@@ -1,21 +1,22 @@
 """Build a Space from a model by tracing it with Torch-Pruning's dependency graph.
 
 Every Conv2d and Linear gets a sparsity knob; every group of coupled channels (residual
-adds, concatenation, normalisation layers, depthwise convolutions) gets one channel knob.
-The model's output layer is never pruned on its outputs.
+adds, concatenation, normalisation layers, depthwise convolutions) gets one channel knob,
+and so does every nn.MultiheadAttention, whose channels are its heads.  The model's output
+layer is never pruned on its outputs.  What is left out is listed in ``Space.excluded``
+with the reason, and logged once per model class and process.
 """
 from __future__ import annotations
 
-import warnings
-
 import logging
+import warnings
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ModelError
+from ..flops import flop_counter
 from ..patterns import DECOMPOSITIONS, break_even_rank, parse_pattern, pattern_sparsity
 from ..space import ChannelGroup, Knob, LayerInfo, Space
 
@@ -27,6 +28,7 @@ RANK_LOW = 0.1
 BITS_LOW = 2 / 32
 _PRUNABLE = (nn.Conv2d, nn.Linear)
 _UNSUPPORTED = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_warned: set[tuple[str, str, str]] = set()
 
 
 def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern: str = "unstructured",
@@ -46,7 +48,7 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
     if conv_decomposition not in DECOMPOSITIONS[1:]:
         raise ModelError(f"conv decomposition {conv_decomposition!r} is not 'tucker2' or 'spatial'")
     names = {module: name for name, module in model.named_modules()}
-    order, shapes, total_flops = _run_and_record(model, example_input)
+    order, shapes, calls, total_flops = _run_and_record(model, example_input)
     prunable = [m for m in order if isinstance(m, _PRUNABLE)]
     if not prunable:
         raise ModelError("the model has no Conv2d or Linear layer that runs on the example input; nothing to compress")
@@ -55,7 +57,21 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
     for module in order:
         if isinstance(module, _UNSUPPORTED):
             excluded[names[module]] = f"{type(module).__name__} layers are not compressed yet"
-            log.warning("layer %s left out of the search: %s", names[module], excluded[names[module]])
+            _warn(model, names[module], excluded[names[module]])
+    attention: dict[nn.Module, tuple[LayerInfo, ChannelGroup]] = {}
+    for module in order:
+        if isinstance(module, nn.MultiheadAttention):
+            name = names[module]
+            reason = _attention_unsupported(module, calls[module])
+            if reason:
+                reason = f"the heads of attention {name} are not pruned: {reason}"
+            else:
+                attention[module] = _attention(module, name, shapes[module])
+                reason = (f"searched by the heads of attention {name} only: sparsity, rank and bits do not apply "
+                          "inside nn.MultiheadAttention yet")
+            projections = (f"{name}.in_proj_weight", f"{name}.out_proj")
+            excluded.update(dict.fromkeys(projections, reason))
+            _warn(model, " and ".join(projections), reason)
 
     try:
         with warnings.catch_warnings():
@@ -76,25 +92,30 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
         cgroup, consumers, reason = parsed
         if reason:
             excluded[cgroup.name] = reason
-            log.warning("layer %s left out of the channel search: %s", cgroup.name, reason)
+            _warn(model, cgroup.name, reason, "channel search")
             continue
         groups.append(cgroup)
         for member in cgroup.members:
             out_group[model.get_submodule(member)] = cgroup.name
         for module, per_channel in consumers:
             in_groups.setdefault(module, []).append((cgroup.name, per_channel))
+    groups += [group for _, group in attention.values()]
     groups.sort(key=lambda g: rank[model.get_submodule(g.name)])
 
-    layers = []
-    for module in prunable:
-        name = names[module]
-        layers.append(_layer_info(module, name, shapes[module], tuple(in_groups.get(module, ())), out_group.get(module)))
-    accounted = sum(_layer_params(l) for l in layers) + sum(g.params_per_channel * g.size for g in groups)
+    layers, weighted = [], []
+    for module in order:
+        if module in attention:
+            layers.append(attention[module][0])
+        elif isinstance(module, _PRUNABLE):
+            weighted.append(_layer_info(module, names[module], shapes[module], tuple(in_groups.get(module, ())),
+                                        out_group.get(module)))
+            layers.append(weighted[-1])
+    accounted = sum(_layer_params(l) for l in weighted) + sum(g.params_per_channel * g.size for g in groups)
     total = sum(p.numel() for p in model.parameters())
     layer_flops = sum(l.flops_per_pair * l.out_channels * (1 if l.depthwise else l.in_channels // l.groups)
-                      for l in layers)
+                      for l in weighted) + sum(g.flops_per_channel * g.size for g in groups)
     knobs = [Knob("channels", g.name, CHANNEL_LOW) for g in groups]
-    for layer in layers:
+    for layer in weighted:
         cols = layer.in_channels // layer.groups * layer.kernel[0] * layer.kernel[1]
         if kind == "unstructured":
             knobs.append(Knob("sparsity", layer.name, SPARSITY_LOW_DENSITY))
@@ -103,28 +124,49 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
                               option=sparsity_pattern))
         elif kind == "block":
             knobs.append(Knob("sparsity", layer.name, SPARSITY_LOW_DENSITY, option=sparsity_pattern))
-    for layer, module in zip(layers, prunable):
+    for layer, module in zip(weighted, prunable):
         decomposition = _decomposition(layer, module, conv_decomposition)
         if decomposition:
             knobs.append(Knob("rank", layer.name, RANK_LOW, option=decomposition))
-    knobs += [Knob("bits", layer.name, BITS_LOW) for layer in layers]
+    knobs += [Knob("bits", layer.name, BITS_LOW) for layer in weighted]
     return Space(tuple(layers), tuple(groups), tuple(knobs), total - accounted, total_flops - layer_flops, excluded)
 
 
+def _warn(model: nn.Module, name: str, reason: str, what: str = "search") -> None:
+    """Log that ``name`` is left out, once per model class, layer and reason in a process
+    (a space is built more than once per run: for the search, then to check the recipe)."""
+    key = (f"{type(model).__module__}.{type(model).__qualname__}", name, reason)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("layer %s left out of the %s: %s", name, what, reason)
+
+
 def _run_and_record(model: nn.Module, example_input: torch.Tensor):
+    """Modules in the order they first run, their (input, output) shapes (an attention's:
+    (query, key)), how often each attention runs, and the total FLOPs."""
     order: list[nn.Module] = []
     shapes: dict[nn.Module, tuple[torch.Size, torch.Size]] = {}
+    calls: dict[nn.Module, int] = {}
 
     def hook(module, inputs, output):
         if module not in shapes and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
             order.append(module)
             shapes[module] = (inputs[0].shape, output.shape)
 
+    def attention_hook(module, args, kwargs, output):
+        query, key = (list(args) + [kwargs.get("query"), kwargs.get("key")][len(args):])[:2]
+        if module not in calls:
+            order.append(module)
+            shapes[module] = (query.shape, key.shape)
+        calls[module] = calls.get(module, 0) + 1
+
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    handles += [m.register_forward_hook(attention_hook, with_kwargs=True) for m in model.modules()
+                if isinstance(m, nn.MultiheadAttention)]
     # autograd on, as in evaluators.count_flops, so fused inference kernels are counted
     x = example_input.detach().clone().requires_grad_(example_input.is_floating_point())
     try:
-        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        with torch.enable_grad(), flop_counter() as counter:
             model.eval()(x)
     except Exception as exc:
         raise ModelError(
@@ -133,7 +175,7 @@ def _run_and_record(model: nn.Module, example_input: torch.Tensor):
     finally:
         for h in handles:
             h.remove()
-    return order, shapes, int(counter.get_total_flops())
+    return order, shapes, calls, int(counter.get_total_flops())
 
 
 def _is_out(handler) -> bool:
@@ -169,8 +211,8 @@ def _parse_group(group, names, rank):
     attention = [names[item.dep.target.module] for item in group
                  if isinstance(item.dep.target.module, nn.MultiheadAttention)]
     if attention:
-        reason = (f"its channels feed the attention {attention[0]}, whose width must stay a multiple of its "
-                  "heads; attention channels are not pruned yet")
+        reason = (f"its channels are the width of the attention {attention[0]}, which nn.MultiheadAttention ties "
+                  "to its projections; attention is pruned by heads instead")
     for module in members:
         width = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
         if width != size:
@@ -184,6 +226,34 @@ def _parse_group(group, names, rank):
     if any(per_channel == 0 for _, per_channel in consumers):
         reason = "a consumer's input width is not a multiple of the group's channels"
     return cgroup, consumers, reason
+
+
+def _attention_unsupported(module: nn.MultiheadAttention, calls: int) -> str:
+    """Why the heads of ``module`` cannot be pruned, or ''."""
+    if not module._qkv_same_embed_dim:
+        return "its keys and values have their own widths (kdim/vdim), which head pruning does not handle yet"
+    if module.bias_k is not None or module.add_zero_attn:
+        return "it has bias_k/bias_v or add_zero_attn, which head pruning does not handle yet"
+    if calls != 1:
+        return f"it runs {calls} times in one forward pass; its costs per head would differ per call"
+    return ""
+
+
+def _attention(module: nn.MultiheadAttention, name: str, shape) -> tuple[LayerInfo, ChannelGroup]:
+    """The layer and group of heads of an attention that runs once on ``shape`` (query,
+    key).  Per head: ``head_dim`` rows of each of q, k and v in ``in_proj_weight`` (and
+    ``in_proj_bias``), ``head_dim`` columns of ``out_proj``, and its two products of
+    attention (scores and weighted values)."""
+    query, key = shape
+    embed, heads, head_dim = module.embed_dim, module.num_heads, module.head_dim
+    queries, keys = query.numel() // embed, key.numel() // embed  # positions, batch included
+    batch = 1 if len(query) == 2 else query[0 if module.batch_first else 1]
+    flops = 2 * head_dim * embed * (queries + 2 * keys) + 4 * head_dim * queries * keys // batch \
+        + 2 * queries * head_dim * embed
+    params = 4 * head_dim * embed + (3 * head_dim if module.in_proj_bias is not None else 0)
+    bias = module.out_proj.bias is not None
+    layer = LayerInfo(name, "attention", embed, embed, 1, (1, 1), 0, bias, rows=(keys, keys, queries))
+    return layer, ChannelGroup(name, heads, (name,), params, flops, head_dim)
 
 
 def _layer_info(module, name, shape, in_groups, out_group) -> LayerInfo:

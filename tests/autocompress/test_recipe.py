@@ -167,6 +167,8 @@ def _drop(key):
         pytest.param(_set(("layers", "features.0", "out_channels"), 16.0), "got 16.0", id="out-channels-float"),
         pytest.param(_set(("layers", "features.0", "out_channels"), True), "got True", id="out-channels-bool"),
         pytest.param(_set(("layers", "features.0", "out_channels"), "16"), "got '16'", id="out-channels-string"),
+        pytest.param(_set(("layers", "features.0", "heads"), 0), "heads must be a whole number", id="heads-0"),
+        pytest.param(_set(("layers", "features.0", "heads"), 2.5), "got 2.5", id="heads-float"),
         pytest.param(_set(("layers", "features.0", "sparsity"), 1.0), "sparsity must be a number in [0, 1), got 1.0",
                      id="sparsity-1"),
         pytest.param(_set(("layers", "features.0", "sparsity"), -0.1), "got -0.1", id="sparsity-negative"),

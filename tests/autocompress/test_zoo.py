@@ -15,19 +15,7 @@ from autocompress.evaluators import accuracy, measure_costs
 from autocompress.space import Space
 from autocompress.spaces import build_space
 
-MHA_FLOPS = (
-    "measure_costs misses the attention FLOPs of nn.MultiheadAttention: torch.utils.flop_counter has no formula "
-    "for aten._scaled_dot_product_flash_attention_for_cpu (nor, under no_grad, for the fast path "
-    "aten._native_multi_head_attention); vit_tiny executes 11.08M"
-)
-MHA_LEFT_OUT = (
-    "build_space silently leaves out nn.MultiheadAttention's out_proj (an nn.Linear the attention calls by its "
-    "weight, so no forward hook sees it) and in_proj_weight: neither in space.layers nor in space.excluded"
-)
-LIBRARY_FAILURES = {
-    ("vit_tiny", "flops"): MHA_FLOPS,
-    ("vit_tiny", "searched"): MHA_LEFT_OUT,
-}
+LIBRARY_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def models(test: str) -> list:

@@ -11,17 +11,8 @@ from autocompress.engine import export_model
 from autocompress.evaluators import count_flops
 
 
-NOT_YET = {
-    "vit_tiny": "attention heads are not pruned yet, so channels and FLOPs inside nn.MultiheadAttention are "
-                "fixed: the most this ViT can be compressed is 0.571 of its FLOPs",
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[n])) if n in NOT_YET else n
-    for n in sorted(zoo.MODELS)
-])
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
 def test_flops_budget_holds_for_the_exported_model(name, tmp_path):
     model, data = zoo.MODELS[name].factory(), getattr(zoo, f"{name}_data")()
     result = search("flops=0.4", model=model, data=data, out=tmp_path / "run", progress=False, trials=2,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -58,16 +59,17 @@ def test_a_group_the_graph_cannot_resolve_is_excluded_not_broken(caplog):
             assert space.layer(member).out_channels == group.size
 
 
+class WithConv1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1d = nn.Conv1d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv1d(x).flatten(1))
+
+
 def test_unsupported_layers_are_excluded_with_a_warning(caplog):
-    class WithConv1d(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1d = nn.Conv1d(4, 4, 3, padding=1)
-            self.fc = nn.Linear(16, 3)
-
-        def forward(self, x):
-            return self.fc(self.conv1d(x).flatten(1))
-
     with caplog.at_level(logging.WARNING):
         space = build_space(WithConv1d().eval(), torch.randn(1, 4, 4))
     assert "conv1d" in space.excluded
@@ -77,3 +79,81 @@ def test_unsupported_layers_are_excluded_with_a_warning(caplog):
 def test_restrict_keeps_only_named_kinds():
     space = build_space(DemoNet().eval(), torch.randn(1, 1, 8, 8)).restrict(("channels",))
     assert {k.kind for k in space.knobs} == {"channels"}
+
+
+def test_attention_heads_are_a_channel_group_with_exact_costs():
+    from autocompress import zoo
+    from autocompress.evaluators import count_flops
+
+    model, x = zoo.vit_tiny(), zoo.example_input("vit_tiny")
+    space = build_space(model, x)
+    heads = {g.name: g for g in space.groups if g.head_dim}
+    assert set(heads) == {"blocks.0.attn", "blocks.1.attn"}
+    assert all(g.size == 4 and g.head_dim == 16 for g in heads.values())
+    assert space.layer("blocks.0.attn").kind == "attention"
+    assert "blocks.0.attn/channels" in space.knob_names
+    assert not any(space.knob(n).target.endswith("attn") for n in space.knob_names if not n.endswith("/channels"))
+    # all of the attention's FLOPs (projections and both products of attention) are per head
+    assert space.other_flops == 0
+    assert space.cost(space.resolve(space.neutral()))["flops"] == count_flops(model, x)
+    one_head = space.resolve({"blocks.0.attn/channels": 0.25})
+    assert space.cost(space.resolve(space.neutral()))["flops"] - space.cost(one_head)["flops"] \
+        == 3 * heads["blocks.0.attn"].flops_per_channel
+
+
+def test_every_layer_left_out_is_listed_with_a_reason():
+    from autocompress import zoo
+
+    model, x = zoo.vit_tiny(), zoo.example_input("vit_tiny")
+    space = build_space(model, x)
+    assert "heads of attention blocks.0.attn" in space.excluded["blocks.0.attn.in_proj_weight"]
+    assert space.excluded["blocks.0.attn.out_proj"] == space.excluded["blocks.0.attn.in_proj_weight"]
+    assert "attention" in space.excluded["patch_embed"]  # the model width, fixed by nn.MultiheadAttention
+    covered = {l.name for l in space.layers} | set(space.excluded)
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            assert name in covered, name
+
+
+def test_an_attention_head_pruning_cannot_cost_is_excluded_not_broken(caplog):
+    class SharedAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            y = self.attn(x, x, x)[0]
+            return self.head(self.attn(y, y, y)[0].mean(1))
+
+    model, x = SharedAttention().eval(), torch.randn(1, 5, 8)
+    with caplog.at_level(logging.WARNING):
+        space = build_space(model, x)
+    assert "runs 2 times" in space.excluded["attn.out_proj"] and "attn.in_proj_weight" in caplog.text
+    assert not any(g.head_dim for g in space.groups)
+    assert space.cost(space.resolve(space.neutral()))["flops"] > 0
+
+
+def test_each_left_out_layer_is_warned_about_once(caplog):
+    class Another(WithConv1d):  # a model class no other test built, so this process has not warned yet
+        pass
+
+    with caplog.at_level(logging.WARNING):
+        first = build_space(Another().eval(), torch.randn(1, 4, 4))
+        again = build_space(Another().eval(), torch.randn(1, 4, 4))  # e.g. search, then the recipe check
+    assert [r.getMessage().count("conv1d") for r in caplog.records] == [1]
+    assert first.excluded == again.excluded and "conv1d" in again.excluded
+
+
+def test_attention_layers_take_heads_and_nothing_else():
+    from autocompress import zoo
+    from autocompress.errors import RecipeError
+
+    space = build_space(zoo.vit_tiny(), zoo.example_input("vit_tiny"))
+    assert space.shapes({"blocks.0.attn": {"heads": 1}})  # within its 4 heads
+    for bad, needle in [({"blocks.0.attn": {"heads": 5}}, "asks for 5 heads; it has 4"),
+                        ({"blocks.0.attn": {"sparsity": 0.5}}, "cannot take sparsity"),
+                        ({"blocks.0.attn": {"bits": 8}}, "cannot take bits"),
+                        ({"blocks.0.fc1": {"heads": 2}}, "not an attention layer")]:
+        with pytest.raises(RecipeError, match=needle):
+            space.shapes(bad)
