@@ -10,6 +10,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -86,7 +87,14 @@ def train_demo(epochs: int = 30, seed: int = 0) -> nn.Module:
     train, _, _ = digits_splits()
     torch.manual_seed(seed)
     model = DemoNet()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    return fit(model, train, epochs, seed, weight_decay=1e-4)
+
+
+def fit(model: nn.Module, train: TensorBatches, epochs: int, seed: int, weight_decay: float = 0.0) -> nn.Module:
+    """Train ``model`` on ``train`` with cross-entropy: Adam under a one-cycle schedule
+    peaking at lr 3e-3, the batches reshuffled each epoch (seed ``seed + epoch``).
+    Returns the model in eval mode."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * len(train))
     for epoch in range(epochs):
         model.train()
@@ -100,25 +108,34 @@ def train_demo(epochs: int = 30, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def load_demo() -> tuple[nn.Module, float]:
-    """The trained demo model and its test accuracy (percent), training it on first use."""
-    from .evaluators import accuracy
-
+def cached_model(version: str, model: nn.Module, train: Callable[[], tuple[nn.Module, float]]) -> tuple[nn.Module, float]:
+    """A trained model and its test accuracy (percent), cached in ``cache_dir()`` as
+    ``<version>.pt`` (weights, loaded into ``model``) and ``<version>.json``; on first use,
+    or when the cache is unusable, ``train()`` gives them and they are cached."""
     folder = cache_dir()
-    weights, meta = folder / f"{DEMO_VERSION}.pt", folder / f"{DEMO_VERSION}.json"
-    model = DemoNet()
+    weights, meta = folder / f"{version}.pt", folder / f"{version}.json"
     if weights.exists() and meta.exists():
         try:
             model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
             return model.eval(), float(json.loads(meta.read_text())["test_accuracy"])
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            log.warning("cached demo model in %s is unusable (%s); training a new one", folder, exc)
-    log.info("training the demo model on scikit-learn digits (first use only)")
-    model = train_demo()
-    test_accuracy = accuracy(model, digits_splits()[2])
+            log.warning("cached model %s in %s is unusable (%s); training a new one", version, folder, exc)
+    model, test_accuracy = train()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(weights)
-    meta.write_text(json.dumps({"schema": 1, "version": DEMO_VERSION, "test_accuracy": test_accuracy}))
-    return model, test_accuracy
+    meta.write_text(json.dumps({"schema": 1, "version": version, "test_accuracy": test_accuracy}))
+    return model.eval(), test_accuracy
+
+
+def load_demo() -> tuple[nn.Module, float]:
+    """The trained demo model and its test accuracy (percent), training it on first use."""
+    from .evaluators import accuracy
+
+    def train() -> tuple[nn.Module, float]:
+        log.info("training the demo model on scikit-learn digits (first use only)")
+        model = train_demo()
+        return model, accuracy(model, digits_splits()[2])
+
+    return cached_model(DEMO_VERSION, DemoNet(), train)
