@@ -4,7 +4,9 @@ Random allocation profiles (every knob uniform in its range, as the ``random`` s
 proposes them) are projected onto each budget with ``autocompress.search.project``; every
 candidate is compressed and recovered (``engine.recover``: BatchNorm recalibration, then a
 distillation fine-tune) once per proxy setting and once per truth seed with the final
-fine-tune (``final_finetune_steps``, 300 by default, as a search's chosen recipe gets).
+fine-tune (``final_finetune_steps``, 300 by default, as a search's chosen recipe gets);
+truth seed s > 0 fine-tunes on the training batches shuffled with seed s (the fine-tune
+itself is deterministic: the batch order is its only randomness).
 
 Scores of a proxy setting, all on the validation split: top-1 accuracy (what the search
 uses today), minus the cross-entropy loss, minus the KL divergence to the uncompressed
@@ -20,7 +22,7 @@ several times slower with two contending threads):
 
     python benchmarks/proxy_fidelity.py [--workload demo|mnist] [--budgets flops=0.3,params=0.1] \
         [--candidates 20] [--truth-seeds 2] [--output proxy.json]
-    python benchmarks/proxy_fidelity.py --report proxy.json   # the table again, from a (partial) run
+    python benchmarks/proxy_fidelity.py --report proxy.json [more.json]   # the table of (partial) runs
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from scipy.stats import kendalltau
 
 from autocompress import budget as _budget
 from autocompress.compress import compress
+from autocompress.data import TensorBatches
 from autocompress.engine import SearchSettings, base_metrics, limits_for, recover, search_space
 from autocompress.search import project
 from autocompress.workload import load_workload
@@ -82,6 +85,15 @@ def recovered(workload, space, candidate, recovery) -> tuple[torch.nn.Module, fl
     return model, time.perf_counter() - start
 
 
+def reshuffled(workload, seed: int):
+    """``workload`` with its training batches in the order of ``seed`` (0: as given).  The
+    fine-tune draws nothing at random itself: the batch order is what a seed changes."""
+    if seed == 0:
+        return workload
+    train = workload.train
+    return replace(workload, train=TensorBatches(train.x, train.y, train.batch_size, shuffle=True, seed=seed))
+
+
 def candidates(space, limits, count: int, seed: int) -> list[dict[str, float]]:
     out = []
     for i in range(count):
@@ -105,7 +117,7 @@ def measure(workload, budget: str, count: int, seed: int, truth_seeds: int):
             row["proxy"][name] = {"val_acc": m["acc"], "-val_ce": -m["ce"], "-val_kl": -m["kl"]}
         for truth_seed in range(truth_seeds):
             recovery = {**settings.recovery(final=True), "seed": truth_seed}
-            model, seconds = recovered(workload, space, candidate, recovery)
+            model, seconds = recovered(reshuffled(workload, truth_seed), space, candidate, recovery)
             m = evaluate(model, workload.model, workload.test)
             row["truth"].append({"test_acc": m["acc"], "-test_ce": -m["ce"], "seconds": seconds})
         yield row
@@ -156,11 +168,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--truth-seeds", type=int, default=2, help="final fine-tunes per candidate (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--output", help="write every measurement to this JSON file")
-    parser.add_argument("--report", metavar="JSON", help="only print the table of an --output file")
+    parser.add_argument("--report", metavar="JSON", nargs="+", help="only print the table of --output files")
     args = parser.parse_args(argv)
     if args.report:
-        with open(args.report, encoding="utf-8") as f:
-            print(report(json.load(f)["rows"]))
+        rows = []
+        for path in args.report:
+            with open(path, encoding="utf-8") as f:
+                rows += json.load(f)["rows"]
+        print(report(rows))
         return
     torch.set_num_threads(args.threads)
     workload = load_workload(**WORKLOADS[args.workload])
