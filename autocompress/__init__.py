@@ -17,13 +17,13 @@ from .trial import TrialRecord
 __all__ = [
     "__version__", "budget", "Budget", "BudgetTerm", "Recipe", "Space", "Knob", "LayerInfo", "ChannelGroup",
     "Candidate", "TrialRecord", "AutocompressError", "BudgetError", "ModelError", "RecipeError", "StudyError",
-    "search", "apply", "load_workload",
+    "search", "apply", "export_trial", "load_workload",
 ]
 
 
 def __getattr__(name: str):
     # The torch-heavy front door is imported on first use, so the core types stay light.
-    if name in ("search", "apply", "load_workload"):
+    if name in ("search", "apply", "export_trial", "load_workload"):
         from . import api
 
         return getattr(api, name)

@@ -1,4 +1,5 @@
-"""The Python API: ``ac.search(...)`` and ``ac.apply(...)`` on objects, not import specs."""
+"""The Python API: ``ac.search(...)``, ``ac.apply(...)`` and ``ac.export_trial(...)`` on objects, not import
+specs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from typing import Iterable, Sequence
 import torch.nn as nn
 
 from . import budget as _budget
-from .engine import SearchResult, SearchSettings, replay, run_search
+from .engine import SearchResult, SearchSettings, export_trial as _export_trial, replay, run_search
 from .errors import ModelError
 from .recipe import Recipe
 from .workload import Workload, _first_input, load_workload
@@ -37,4 +38,14 @@ def apply(recipe: str | Path | Recipe, model: nn.Module | None = None,
     return replay(_workload(model, data), recipe)
 
 
-__all__ = ["search", "apply", "load_workload"]
+def export_trial(folder: str | Path, trial: int, model: nn.Module | None = None,
+                 data: Sequence[Iterable] | None = None, path: str | Path | None = None) -> tuple[Recipe, Path]:
+    """Write the recipe of search trial ``trial`` in ``folder`` (e.g. a point of its
+    ``pareto.yaml``), replayed and measured, to ``path`` (default
+    ``folder/recipe-trial-N.yaml``); returns it and its path.  Raises StudyError for a
+    trial that is unknown, failed, a scan or over the budget."""
+    recipe, path, _ = _export_trial(_workload(model, data), folder, trial, path)
+    return recipe, path
+
+
+__all__ = ["search", "apply", "export_trial", "load_workload"]

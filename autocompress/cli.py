@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("folder", metavar="DIR", help="a search's --out folder")
     _model_options(r)
 
+    e = sub.add_parser("export", help="turn one trial of a search (e.g. a point of pareto.yaml) into a recipe",
+                       description="Write the recipe of one complete search trial within the budget (any point "
+                                   "of DIR/pareto.yaml): replayed with the search's final fine-tune and measured, "
+                                   "ready for `autocompress apply`.")
+    e.add_argument("folder", metavar="DIR", help="a search's --out folder")
+    e.add_argument("--trial", required=True, metavar="N", help="the trial number (the 'trial' of a pareto.yaml point)")
+    e.add_argument("--out", metavar="RECIPE", help="where to write the recipe (default DIR/recipe-trial-N.yaml)")
+    _model_options(e)
+
     w = sub.add_parser("show", help="print a recipe readably")
     w.add_argument("recipe", metavar="RECIPE")
     return parser
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"search": _search, "apply": _apply, "show": _show, "latency": _latency, "profile": _profile,
-                "report": _report}[args.command](args)
+                "report": _report, "export": _export}[args.command](args)
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -312,6 +321,28 @@ def _apply(args) -> int:
               f"{accuracy(int8, workload.test):.2f}% vs {metrics['accuracy']:.2f}% float; CPU latency at batch "
               f"{workload.example_input.shape[0]} {int8_ms:.3f} ms vs {float_ms:.3f} ms float "
               f"({float_ms / int8_ms:.2f}x)")
+    return 0
+
+
+def _export(args) -> int:
+    from .engine import export_trial
+    from .errors import AutocompressError
+    from .table import comparison
+    from .workload import load_workload
+
+    try:
+        trial = int(args.trial)
+    except ValueError:
+        trial = -1
+    if trial < 0:
+        raise AutocompressError(f"--trial {args.trial!r} is not a trial number; use one listed in "
+                                f"{Path(args.folder) / 'pareto.yaml'}, e.g. --trial 3")
+    workload = load_workload(args.model, args.weights, args.data)
+    recipe, path, _ = export_trial(workload, args.folder, trial, args.out)
+    print(f"trial {trial} of {args.folder} on {workload.name}, accuracy on the {workload.test_split} split\n")
+    print(comparison(recipe.metrics["base"], recipe.metrics["compressed"]))
+    print(f"\nrecipe: {path}")
+    print(f"replay: autocompress apply {path}")
     return 0
 
 

@@ -27,6 +27,7 @@ from .ops import space_ops
 from .recipe import Recipe
 from .search import Problem, Strategy, as_proposal, check_reachable, get_strategy, project
 from .search.base import feasible_trials, search_trials
+from .search.projection import fits
 from .space import KINDS_FOR_METRIC, Space
 from .spaces import build_space
 from .study import Study
@@ -46,7 +47,8 @@ class SearchSettings:
     recalibration only; sensitivity scans always use 0); ``final_finetune_steps`` is the
     fine-tune of the chosen recipe.  ``max_accuracy_drop`` (points of proxy accuracy) is
     the tolerance of strategies that minimise cost under an accuracy floor (condensa);
-    ``objective`` is ``"accuracy"`` or ``"pareto"`` (also save the accuracy/cost front);
+    ``objective`` is ``"accuracy"`` or ``"pareto"`` (also save the accuracy/cost front; search
+    proposals already within the budget are then evaluated as proposed, not scaled up to it);
     ``strategy_options`` are keyword arguments for the strategy's constructor;
     ``channel_multiple`` rounds kept channel counts (``space.kept_channels``);
     ``latency_batch`` is the batch size latency budgets are predicted and measured at.
@@ -241,7 +243,8 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
                 log.info("strategy %s has nothing more to try", settings.strategy)
                 break
             scan = proposal.purpose == SCAN
-            candidate = proposal.values if scan else project(space, proposal.values, limits)
+            kept = scan or settings.objective == "pareto" and fits(space, proposal.values, limits)
+            candidate = proposal.values if kept else project(space, proposal.values, limits)
             trial = study.start(space, proposal.values, candidate, proposal.purpose, proposal.channel_order)
             bar.set_description("scan" if scan else "search")
             try:
@@ -277,7 +280,7 @@ def study_config(workload: Workload, settings: SearchSettings, space: Space) -> 
         "seed": settings.seed, "knobs": ",".join(space.knob_names),
         "sparsity_pattern": settings.sparsity_pattern, "conv_decomposition": settings.conv_decomposition,
         "channel_multiple": settings.channel_multiple, "latency_batch": settings.latency_batch,
-        "objective": settings.objective, "max_accuracy_drop": settings.max_accuracy_drop,
+        "final_finetune_steps": settings.final_finetune_steps, "objective": settings.objective, "max_accuracy_drop": settings.max_accuracy_drop,
         "strategy_options": repr(sorted(settings.strategy_options.items())),
         "recovery": repr(sorted(settings.recovery(final=False).items())),
     }
@@ -300,16 +303,23 @@ def _finish(workload: Workload, settings: SearchSettings, strategy: Strategy, pr
         raise BudgetError(f"no finished trial met the budget {settings.budget}; see {out / 'study.db'}")
     if settings.objective == "pareto":
         save_front(problem, history, out / "pareto.yaml")
-    recipe = recipe_for(workload, settings, problem, best, _finished(history))
-    log.info("fine-tuning the chosen recipe (%d steps)", settings.final_finetune_steps)
+    recipe, model = measured_recipe(workload, settings, problem, best, history)
+    path = out / "recipe.yaml"
+    recipe.save(path)
+    return SearchResult(recipe, path, model, history)
+
+
+def measured_recipe(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
+                    history: list[TrialRecord]) -> tuple[Recipe, nn.Module]:
+    """The recipe of one trial, replayed (final fine-tune) and measured, with its model."""
+    recipe = recipe_for(workload, settings, problem, record, _finished(history))
+    log.info("fine-tuning the recipe of trial %d (%d steps)", record.number, settings.final_finetune_steps)
     model, compressed = replay(workload, recipe)
     compressed.update(predicted_latency(problem.space, recipe.layers))  # calibrated, at the search's batch
     base = dict(problem.base)
     base["latency_cpu_ms"], compressed["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
     recipe.metrics = {"base": base, "compressed": compressed}
-    path = out / "recipe.yaml"
-    recipe.save(path)
-    return SearchResult(recipe, path, model, history)
+    return recipe, model
 
 
 def recipe_for(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
@@ -351,6 +361,78 @@ def save_front(problem: Problem, history: list[TrialRecord], path: Path) -> None
     path.write_text(yaml.safe_dump({"objective": ["proxy_accuracy", metric], "base": dict(problem.base),
                                     "front": front}, sort_keys=False))
 
+
+
+def settings_from_config(config: dict[str, Any]) -> SearchSettings:
+    """The SearchSettings a study was made with, from its stored ``study_config``
+    (``trials`` is left at its default).  Raises StudyError for a study that lacks a
+    setting (one made by an older autocompress)."""
+    import ast
+
+    from . import budget as _budget
+    from .errors import StudyError
+
+    missing = [k for k in ("budget", "knobs", "recovery", "final_finetune_steps", "strategy_options") if k not in config]
+    if missing:
+        raise StudyError(f"the study does not record {missing[0]} (made by an older autocompress); "
+                         "rerun the search to export its trials")
+    recovery = dict(ast.literal_eval(config["recovery"]))
+    kinds = tuple(dict.fromkeys(name.rsplit("/", 1)[-1] for name in config["knobs"].split(",") if name))
+    return SearchSettings(
+        budget=_budget.parse(config["budget"]), strategy=config["strategy"], seed=int(config["seed"]),
+        calibration_batches=int(recovery["calibration_batches"]), finetune_steps=int(recovery["finetune_steps"]),
+        final_finetune_steps=int(config["final_finetune_steps"]), lr=float(recovery["lr"]),
+        temperature=float(recovery["temperature"]), knobs=kinds, sparsity_pattern=config["sparsity_pattern"],
+        conv_decomposition=config["conv_decomposition"], channel_multiple=int(config["channel_multiple"]),
+        latency_batch=int(config["latency_batch"]), max_accuracy_drop=float(config["max_accuracy_drop"]),
+        objective=config["objective"], strategy_options=dict(ast.literal_eval(config["strategy_options"])),
+    )
+
+
+def export_trial(workload: Workload, out: str | Path, trial: int,
+                 path: str | Path | None = None) -> tuple[Recipe, Path, nn.Module]:
+    """Turn one trial of the search in ``out`` (a point of ``pareto.yaml``, or any complete
+    search trial within the budget) into a recipe: replayed with the search's final
+    fine-tune, measured, and saved to ``path`` (default ``out/recipe-trial-N.yaml``).
+
+    Raises StudyError for a folder without a study and for a trial that is unknown,
+    failed, a sensitivity scan or over the budget; RecipeError for another model.
+    """
+    from .errors import StudyError
+
+    out = Path(out)
+    db = out / "study.db"
+    if not db.is_file():
+        raise StudyError(f"{out} holds no study.db; run autocompress search --out {out} first")
+    study = Study.open(f"sqlite:///{db.resolve()}")
+    config, history = study.config, study.history()
+    if config.get("model") != workload.fingerprint:
+        raise RecipeError(f"the search in {out} was made for model fingerprint {config.get('model')}, not for "
+                          f"{workload.name!r} ({workload.fingerprint}); pass the model it was made for with "
+                          "--model/--weights")
+    settings = settings_from_config(config)
+    record = next((r for r in history if r.number == trial), None)
+    listed = f"see {out / 'pareto.yaml'}" if (out / "pareto.yaml").is_file() else "see its study.db"
+    if record is None:
+        raise StudyError(f"trial {trial} is not in {db} (trials 0 to {len(history) - 1}); {listed}")
+    if record.purpose == SCAN:
+        raise StudyError(f"trial {trial} is a sensitivity scan (BatchNorm recalibration only), not a candidate "
+                         f"recipe; choose a search trial, {listed}")
+    if record.state != COMPLETE:
+        raise StudyError(f"trial {trial} {record.state}" + (f" ({record.error})" if record.error else "")
+                         + f"; choose a complete search trial, {listed}")
+    if not record.feasible:
+        raise StudyError(f"trial {trial} is over the budget {settings.budget}; choose one within it, {listed}")
+    space = calibrate_latency(workload, search_space(workload, settings), settings.budget)
+    if space.knob_names != config["knobs"].split(","):
+        raise StudyError(f"the search in {out} turned other knobs than this model's space has; rerun the search")
+    base = {k: v for k, v in study.base.items() if k != "proxy_accuracy"}
+    problem = Problem(space, limits_for(settings.budget, base), base, study.base.get("proxy_accuracy", 100.0),
+                      settings.max_accuracy_drop, settings.objective, workload, settings.recovery(final=False))
+    recipe, model = measured_recipe(workload, settings, problem, record, history)
+    path = Path(path) if path is not None else out / f"recipe-trial-{trial}.yaml"
+    recipe.save(path)
+    return recipe, path, model
 
 def check_recipe(workload: Workload, recipe: Recipe) -> Space:
     """The model's space, after checking the recipe was made for this model."""

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from ..errors import AutocompressError
+from ._greedy import GreedyStrategy
+from ._nsga2 import NSGA2Strategy
 from ._random import RandomStrategy
 from ._tpe import BayesianStrategy
 from ._uniform import UniformStrategy
@@ -12,6 +14,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     BayesianStrategy.name: BayesianStrategy,
     UniformStrategy.name: UniformStrategy,
     RandomStrategy.name: RandomStrategy,
+    NSGA2Strategy.name: NSGA2Strategy,
+    GreedyStrategy.name: GreedyStrategy,
 }
 
 
@@ -31,4 +35,4 @@ def get_strategy(name: str, **kwargs) -> Strategy:
 
 
 __all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "STRATEGIES",
-           "get_strategy", "project", "check_reachable"]
+           "NSGA2Strategy", "GreedyStrategy", "get_strategy", "project", "check_reachable"]

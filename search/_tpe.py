@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import optuna
 
 from ..space import Candidate, Space
 from ..trial import COMPLETE, FAILED, TrialRecord
+from ._optuna import knob_distributions, proposal_params, quietly
 from .base import Problem, Strategy, search_trials
 
 
@@ -28,16 +28,12 @@ class BayesianStrategy(Strategy):
         history = search_trials(history)
         if not history:
             return {k.name: k.high for k in space.knobs}
-        distributions = {k.name: optuna.distributions.FloatDistribution(k.low, k.high) for k in space.knobs}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(
-                seed=self.seed * 1_000_003 + len(history), multivariate=True,
-                n_startup_trials=self.n_startup_trials,
-            )
+        distributions = knob_distributions(space)
+        sampler = quietly(optuna.samplers.TPESampler, seed=self.seed * 1_000_003 + len(history), multivariate=True,
+                          n_startup_trials=self.n_startup_trials)
         study = optuna.create_study(direction="maximize", sampler=sampler)
         for record in history:
-            params = {n: min(d.high, max(d.low, record.proposal.get(n, d.high))) for n, d in distributions.items()}
+            params = proposal_params(record, distributions)
             if record.state == COMPLETE and record.score is not None:
                 state, value = optuna.trial.TrialState.COMPLETE, record.score
             elif record.state == FAILED:
@@ -45,6 +41,4 @@ class BayesianStrategy(Strategy):
             else:
                 continue
             study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value, state=state))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return dict(study.ask(distributions).params)
+        return dict(quietly(study.ask, distributions).params)

@@ -7,7 +7,10 @@ from autocompress.search import STRATEGIES, get_strategy
 from autocompress.testing import StrategySuite
 
 # small internal budgets so the suite runs in seconds
-FAST: dict[str, dict] = {}
+FAST: dict[str, dict] = {
+    "greedy": {"ratios": 3},
+    "nsga2": {"population_size": 4},
+}
 
 
 @pytest.fixture(params=sorted(STRATEGIES))
