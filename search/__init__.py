@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import AutocompressError
+from ._condensa import CondensaStrategy
 from ._greedy import GreedyStrategy
 from ._nsga2 import NSGA2Strategy
 from ._random import RandomStrategy
@@ -16,6 +17,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     RandomStrategy.name: RandomStrategy,
     NSGA2Strategy.name: NSGA2Strategy,
     GreedyStrategy.name: GreedyStrategy,
+    CondensaStrategy.name: CondensaStrategy,
 }
 
 
@@ -34,5 +36,5 @@ def get_strategy(name: str, **kwargs) -> Strategy:
         ) from None
 
 
-__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "STRATEGIES",
+__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "CondensaStrategy", "STRATEGIES",
            "NSGA2Strategy", "GreedyStrategy", "get_strategy", "project", "check_reachable"]

@@ -10,6 +10,7 @@ from autocompress.testing import StrategySuite
 FAST: dict[str, dict] = {
     "greedy": {"ratios": 3},
     "nsga2": {"population_size": 4},
+    "condensa": {"scan_levels": 1, "candidates": 128},
 }
 
 
