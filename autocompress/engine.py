@@ -243,7 +243,8 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
                 log.info("strategy %s has nothing more to try", settings.strategy)
                 break
             scan = proposal.purpose == SCAN
-            kept = scan or settings.objective == "pareto" and fits(space, proposal.values, limits)
+            kept = scan or (settings.objective == "pareto" or strategy.keeps_feasible) and fits(
+                space, proposal.values, limits)
             candidate = proposal.values if kept else project(space, proposal.values, limits)
             trial = study.start(space, proposal.values, candidate, proposal.purpose, proposal.channel_order)
             bar.set_description("scan" if scan else "search")

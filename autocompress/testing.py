@@ -156,8 +156,11 @@ class StrategySuite:
             proposal = as_proposal(strategy.ask(problem, history), problem.space)
             if proposal is None:
                 break
-            candidate = proposal.values if proposal.purpose == SCAN else project(
-                problem.space, proposal.values, problem.limits)
+            from .search.projection import fits
+
+            keep = proposal.purpose == SCAN or (strategy.keeps_feasible and fits(
+                problem.space, proposal.values, problem.limits))
+            candidate = proposal.values if keep else project(problem.space, proposal.values, problem.limits)
             number = len(history)
             if fail_every and number % fail_every == 0:
                 record = TrialRecord(number, FAILED, proposal.values, candidate, error="RuntimeError: simulated",

@@ -56,6 +56,7 @@ class CondensaStrategy(Strategy):
     """
 
     name = "condensa"
+    keeps_feasible = True
 
     def __init__(self, seed: int = 0, scan_levels: int = 2, init_points: int = 3, level_set_trials: int = 6,
                  g: float = 0.5, beta: float = 1.0, max_strength: float = 3.0, candidates: int = 512,

@@ -72,6 +72,11 @@ class Strategy(ABC):
 
     name: str = ""
     needs_workload: bool = False
+    keeps_feasible: bool = False
+    """True for strategies that ask for settings inside the budget on purpose (condensa
+    looks for the cheapest setting above an accuracy floor): the engine then evaluates a
+    proposal that already meets the budget as it is, instead of scaling it up to the
+    budget's edge."""
 
     def __init__(self, seed: int = 0):
         self.seed = seed
