@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import AutocompressError
 from ._condensa import CondensaStrategy
+from ._genetic import GeneticStrategy
 from ._greedy import GreedyStrategy
 from ._nsga2 import NSGA2Strategy
 from ._random import RandomStrategy
@@ -17,6 +18,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     RandomStrategy.name: RandomStrategy,
     NSGA2Strategy.name: NSGA2Strategy,
     GreedyStrategy.name: GreedyStrategy,
+    GeneticStrategy.name: GeneticStrategy,
     CondensaStrategy.name: CondensaStrategy,
 }
 
@@ -36,5 +38,5 @@ def get_strategy(name: str, **kwargs) -> Strategy:
         ) from None
 
 
-__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "CondensaStrategy", "STRATEGIES",
+__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "GeneticStrategy", "CondensaStrategy", "STRATEGIES",
            "NSGA2Strategy", "GreedyStrategy", "get_strategy", "project", "check_reachable"]

@@ -10,6 +10,7 @@ from autocompress.testing import StrategySuite
 FAST: dict[str, dict] = {
     "greedy": {"ratios": 3},
     "nsga2": {"population_size": 4},
+    "genetic": {"population": 3, "elite": 1, "tournament": 2, "generations": 1, "rerank": 1, "batch_size": 4, "scan_levels": 1},
     "condensa": {"scan_levels": 1, "candidates": 128},
 }
 
