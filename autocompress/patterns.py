@@ -127,11 +127,29 @@ def break_even_rank(decomposition: str, out_ch: int, in_ch: int, kh: int, kw: in
     return rank if rank > 1 else 0
 
 
+def rank_step(break_even: int) -> int:
+    """The step ranks move in: 8 where the break-even rank is at least 16, else 1."""
+    return 8 if break_even >= 16 else 1
+
+
 def rank_for(density: float, break_even: int) -> int:
-    """The rank a knob density asks for: ``density`` of the break-even rank, in steps of 8
-    where the break-even rank is at least 16, else steps of 1; 0 means no decomposition."""
+    """The rank a knob density asks for: ``density`` of the break-even rank, in whole
+    ``rank_step``s; 0 means no decomposition."""
     if density >= 1.0 or break_even <= 1:
         return 0
-    step = 8 if break_even >= 16 else 1
+    step = rank_step(break_even)
     rank = max(step, math.floor(density * break_even / step) * step)
     return rank if rank < break_even else 0
+
+
+def density_for_rank(rank: int, break_even: int) -> float:
+    """The knob density ``rank_for`` maps to ``rank`` (the inverse of ``rank_for``): 1.0
+    for rank 0 (not factorised).  Raises ValueError for a rank ``rank_for`` never gives
+    (not a whole step, or not below the break-even rank)."""
+    if rank == 0:
+        return 1.0
+    step = rank_step(break_even)
+    if rank < 0 or rank % step or rank >= break_even:
+        raise ValueError(f"rank {rank} is not a multiple of {step} below the break-even rank {break_even}")
+    # half a step above the rank (never reaching the break-even rank): floor() lands on it
+    return (rank + min(step, break_even - rank) / 2) / break_even

@@ -5,6 +5,7 @@ from ..errors import AutocompressError
 from ._condensa import CondensaStrategy
 from ._genetic import GeneticStrategy
 from ._greedy import GreedyStrategy
+from ._haloc import HalocStrategy
 from ._nsga2 import NSGA2Strategy
 from ._random import RandomStrategy
 from ._tpe import BayesianStrategy
@@ -14,6 +15,7 @@ from .projection import check_reachable, project
 
 STRATEGIES: dict[str, type[Strategy]] = {
     BayesianStrategy.name: BayesianStrategy,
+    HalocStrategy.name: HalocStrategy,
     UniformStrategy.name: UniformStrategy,
     RandomStrategy.name: RandomStrategy,
     NSGA2Strategy.name: NSGA2Strategy,
@@ -38,5 +40,5 @@ def get_strategy(name: str, **kwargs) -> Strategy:
         ) from None
 
 
-__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "GeneticStrategy", "CondensaStrategy", "STRATEGIES",
+__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "HalocStrategy", "GeneticStrategy", "CondensaStrategy", "STRATEGIES",
            "NSGA2Strategy", "GreedyStrategy", "get_strategy", "project", "check_reachable"]

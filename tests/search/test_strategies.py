@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from autocompress.errors import AutocompressError
@@ -12,16 +14,32 @@ FAST: dict[str, dict] = {
     "nsga2": {"population_size": 4},
     "genetic": {"population": 3, "elite": 1, "tournament": 2, "generations": 1, "rerank": 1, "batch_size": 4, "scan_levels": 1},
     "condensa": {"scan_levels": 1, "candidates": 128},
+    "haloc": {"candidates": 2, "steps": 1},
 }
+
+# the suite's problem for strategies that channels alone give nothing to search
+KINDS: dict[str, tuple[str, ...]] = {"haloc": ("rank",)}
 
 
 @pytest.fixture(params=sorted(STRATEGIES))
-def strategy_factory(request):
-    return lambda seed: get_strategy(request.param, seed=seed, **FAST.get(request.param, {}))
+def strategy_name(request):
+    return request.param
+
+
+@pytest.fixture
+def strategy_factory(strategy_name):
+    return lambda seed: get_strategy(strategy_name, seed=seed, **FAST.get(strategy_name, {}))
+
+
+@functools.cache
+def _problem(kinds: tuple[str, ...]):
+    return StrategySuite.problem(kinds, StrategySuite.budget)
 
 
 class TestEveryStrategy(StrategySuite):
-    pass
+    @pytest.fixture
+    def channel_problem(self, strategy_name):
+        return _problem(KINDS.get(strategy_name, StrategySuite.kinds))
 
 
 @pytest.fixture(scope="module")
