@@ -119,12 +119,15 @@ def latency_models_for(budget: Budget) -> dict[str, Any]:
     return models
 
 
-def shipped(model: nn.Module) -> nn.Module:
-    """``model`` as ``export_model`` ships it (BatchNorm folded, channels-last weights), in
-    eager mode: what whole-model latency measurements time."""
-    model = fold_batchnorm(model)
-    return model.to(memory_format=torch.channels_last) if any(isinstance(m, nn.Conv2d) for m in model.modules()) \
-        else model
+def shipped(model: nn.Module, fold: bool = True, channels_last: bool = True) -> nn.Module:
+    """An eval-mode copy of ``model`` as ``export_model`` ships it: BatchNorm folded into
+    the convolution before it where possible (``fold``) and, for models with 2-d
+    convolutions, channels-last weights (``channels_last``).  Whole-model latency
+    measurements time this eager copy."""
+    model = fold_batchnorm(model) if fold else copy.deepcopy(model).eval()
+    if channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def calibrate_latency(workload: Workload, space: Space, budget: Budget) -> Space:
@@ -485,8 +488,5 @@ def export_model(model: nn.Module, example_input: torch.Tensor, path: str | Path
     oneDNN then runs NHWC kernels, which suit narrow pruned layers; BENCHMARKS.md)."""
     batch = torch.export.Dim("batch", min=1, max=65536)
     example = example_input.expand(2, *example_input.shape[1:]).contiguous()
-    model = fold_batchnorm(model) if fold else copy.deepcopy(model).eval()
-    if channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        model = model.to(memory_format=torch.channels_last)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    program = torch.export.export(shipped(model, fold, channels_last), (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
