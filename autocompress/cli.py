@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from . import __version__
 
-EXIT_USAGE, EXIT_NO_RESULT, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USAGE, EXIT_NO_RESULT = 2, 1
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", action="append", metavar="METRIC=VALUE",
                    help="flops=0.3 (ratio of the base), flops=120M, params=50k, size=1.5MB; "
                         "comma-separated or repeated (default flops=0.3)")
-    s.add_argument("--trials", type=int, default=30, metavar="N", help="finished trials to run in all (default 30)")
+    s.add_argument("--trials", type=int, metavar="N",
+                   help="search trials to finish in all (default: the strategy's; 30, condensa 20, genetic 6, haloc 4)")
     s.add_argument("--strategy", default="bo", metavar="NAME",
                    help="one of: " + ", ".join(_strategy_names()) + " (default bo)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -208,17 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from .errors import AutocompressError
+    from .stopping import stop_on_signals
 
     try:
-        return {"search": _search, "apply": _apply, "show": _show, "latency": _latency, "profile": _profile,
-                "report": _report, "export": _export}[args.command](args)
+        with stop_on_signals():
+            return {"search": _search, "apply": _apply, "show": _show, "latency": _latency, "profile": _profile,
+                    "report": _report, "export": _export}[args.command](args)
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("\nautocompress: interrupted; finished trials are kept, run the same command to resume",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 def _search(args) -> int:
@@ -232,6 +236,8 @@ def _search(args) -> int:
     if args.channel_multiple < 1:
         raise AutocompressError(f"--channel-multiple {args.channel_multiple} must be 1 or more")
     for name in ("trials", "calibration_batches", "finetune_steps", "final_finetune_steps"):
+        if name == "trials" and args.trials is None:
+            continue
         if getattr(args, name) < 0 or (name == "trials" and args.trials < 1):
             raise AutocompressError(f"--{name.replace('_', '-')} {getattr(args, name)} must be "
                                     f"{'at least 1' if name == 'trials' else 'zero or more'}")

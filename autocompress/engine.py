@@ -25,11 +25,12 @@ from .evaluators import accuracy, distill, measure_costs, recalibrate_batchnorm
 from .latency_models import measure_cpu_latency
 from .ops import space_ops
 from .recipe import Recipe
-from .search import Problem, Strategy, as_proposal, check_reachable, get_strategy, project
+from .search import STRATEGIES, Problem, Strategy, as_proposal, check_reachable, get_strategy, project
 from .search.base import feasible_trials, search_trials
 from .search.projection import fits
 from .space import KINDS_FOR_METRIC, Space
 from .spaces import build_space
+from .stopping import stop_on_signals
 from .study import Study
 from .trial import COMPLETE, SCAN, SEARCH, TrialRecord
 from .workload import Workload
@@ -43,7 +44,8 @@ OBJECTIVES = ("accuracy", "pareto")
 class SearchSettings:
     """Everything that defines a search besides the model and data.
 
-    ``finetune_steps`` is the per-trial distillation fine-tune of the proxy (0: BatchNorm
+    ``trials`` is the number of search trials to finish (None: the strategy's
+    ``default_trials``).  ``finetune_steps`` is the per-trial distillation fine-tune of the proxy (0: BatchNorm
     recalibration only; sensitivity scans always use 0); ``final_finetune_steps`` is the
     fine-tune of the chosen recipe.  ``max_accuracy_drop`` (points of proxy accuracy) is
     the tolerance of strategies that minimise cost under an accuracy floor (condensa);
@@ -58,7 +60,7 @@ class SearchSettings:
     """
 
     budget: Budget
-    trials: int = 30
+    trials: int | None = None
     strategy: str = "bo"
     seed: int = 0
     calibration_batches: int = 20
@@ -93,8 +95,11 @@ class SearchResult:
 
 
 def search_space(workload: Workload, settings: SearchSettings) -> Space:
-    """The model's space with the knob kinds the search turns."""
+    """The model's space with the knob kinds the search turns: ``settings.knobs``, else the
+    kinds the strategy is limited to (haloc: rank), else those that lower the budget's metrics."""
     kinds = settings.knobs
+    if not kinds and settings.strategy in STRATEGIES:
+        kinds = STRATEGIES[settings.strategy].knob_kinds
     if not kinds:
         for metric in settings.budget.metrics:
             kinds += tuple(k for k in KINDS_FOR_METRIC[metric] if k not in kinds)
@@ -221,6 +226,8 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
     if settings.objective not in OBJECTIVES:
         raise AutocompressError(f"unknown objective {settings.objective!r}; use one of {', '.join(OBJECTIVES)}")
     strategy = get_strategy(settings.strategy, seed=settings.seed, **settings.strategy_options)
+    if settings.trials is None:
+        settings = replace(settings, trials=strategy.default_trials)
     base = base_metrics(workload)
     space = calibrate_latency(workload, search_space(workload, settings), settings.budget)
     base.update(predicted_latency(space, space.resolve(space.neutral())))
@@ -238,42 +245,45 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
     bar = tqdm(total=settings.trials, initial=min(done, settings.trials), desc="search", unit="trial",
                disable=not progress, dynamic_ncols=True)
     _show_best(bar, strategy, problem, history)
-    interrupted = False
-    try:
-        while done < settings.trials:
-            proposal = as_proposal(strategy.ask(problem, history), space)
-            if proposal is None:
-                log.info("strategy %s has nothing more to try", settings.strategy)
-                break
-            scan = proposal.purpose == SCAN
-            kept = scan or (settings.objective == "pareto" or strategy.keeps_feasible) and fits(
-                space, proposal.values, limits)
-            candidate = proposal.values if kept else project(space, proposal.values, limits)
-            trial = study.start(space, proposal.values, candidate, proposal.purpose, proposal.channel_order)
-            bar.set_description("scan" if scan else "search")
-            try:
-                score, costs, feasible = evaluate_trial(workload, space, candidate, settings, limits,
-                                                        proposal.purpose, proposal.channel_order)
-            except KeyboardInterrupt:
-                study.fail(trial, "interrupted by the user")
-                raise
-            except Exception as exc:  # a failing trial is recorded; the search goes on
-                log.warning("trial %d failed: %s: %s", trial.number, type(exc).__name__, exc)
-                study.fail(trial, f"{type(exc).__name__}: {exc}")
-            else:
-                study.finish(trial, score, costs, feasible)
-                if not scan:
-                    done += 1
-                    bar.update(1)
-            history = study.history()
-            strategy.tell(problem, history[-1])
-            _show_best(bar, strategy, problem, history)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    if interrupted:
-        raise KeyboardInterrupt
+    interrupted: KeyboardInterrupt | None = None
+    with stop_on_signals() as stop:
+        try:
+            while done < settings.trials:
+                stop.check()  # a signal whose KeyboardInterrupt a finaliser swallowed
+                proposal = as_proposal(strategy.ask(problem, history), space)
+                if proposal is None:
+                    log.info("strategy %s has nothing more to try", settings.strategy)
+                    break
+                scan = proposal.purpose == SCAN
+                kept = scan or (settings.objective == "pareto" or strategy.keeps_feasible) and fits(
+                    space, proposal.values, limits)
+                candidate = proposal.values if kept else project(space, proposal.values, limits)
+                trial = study.start(space, proposal.values, candidate, proposal.purpose, proposal.channel_order)
+                bar.set_description("scan" if scan else "search")
+                try:
+                    score, costs, feasible = evaluate_trial(workload, space, candidate, settings, limits,
+                                                            proposal.purpose, proposal.channel_order)
+                except KeyboardInterrupt:
+                    study.fail(trial, "interrupted by the user")
+                    raise
+                except Exception as exc:  # a failing trial is recorded; the search goes on
+                    log.warning("trial %d failed: %s: %s", trial.number, type(exc).__name__, exc)
+                    study.fail(trial, f"{type(exc).__name__}: {exc}")
+                else:
+                    study.finish(trial, score, costs, feasible)
+                    if not scan:
+                        done += 1
+                        bar.update(1)
+                history = study.history()
+                strategy.tell(problem, history[-1])
+                _show_best(bar, strategy, problem, history)
+            stop.check()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+        finally:
+            bar.close()
+    if interrupted is not None:
+        raise interrupted
     return _finish(workload, settings, strategy, problem, history, out)
 
 

@@ -14,9 +14,9 @@ installed, else as a CSV.
 Run from the project root (one torch thread by default):
 
     python benchmarks/search_quality.py [--workload demo|mnist] [--strategies bo,uniform,random] \
-        [--budgets flops=0.3,flops=0.1] [--seeds 0,1,2] [--trials 30] [--output search_quality.json] \
+        [--budgets flops=0.3,params=0.1] [--seeds 0,1,2] [--trials 20] [--output search_quality.json] \
         [--curves search_quality.png]
-    python benchmarks/search_quality.py --report search_quality.json   # tables and curves again
+    python benchmarks/search_quality.py --report a.json [b.json ...]   # tables and curves again
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def best_so_far(history) -> list[float | None]:
     return curve
 
 
-def run_once(workload: dict, budget: str, strategy: str, seed: int, trials: int) -> dict:
+def run_once(workload: dict, budget: str, strategy: str, seed: int, trials: int | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="autocompress-bench-") as out:
         start = time.perf_counter()
         result = search(budget, out=out, progress=False, trials=trials, strategy=strategy, seed=seed, **workload)
@@ -173,17 +173,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=WORKLOADS, default="demo")
     parser.add_argument("--strategies", default="bo,uniform,random", help="comma-separated strategies")
-    parser.add_argument("--budgets", default="flops=0.3,flops=0.1", help="comma-separated budgets")
+    parser.add_argument("--budgets", default="flops=0.3,params=0.1", help="comma-separated budgets")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--trials", type=int, default=30, help="search trials per run (default 30)")
+    parser.add_argument("--trials", type=int, help="search trials per run (default: each strategy's own)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--output", default="search_quality.json", help="JSON of every run")
     parser.add_argument("--curves", default="search_quality.png", help="sample-efficiency plot (.png or .csv)")
-    parser.add_argument("--report", metavar="JSON", help="only print the tables and write the curves of a JSON")
+    parser.add_argument("--report", metavar="JSON", nargs="+",
+                        help="only print the tables and write the curves of these JSONs (runs of one workload)")
     args = parser.parse_args(argv)
     if args.report:
-        with open(args.report, encoding="utf-8") as f:
-            report(json.load(f)["runs"], Path(args.curves))
+        runs = []
+        for name in args.report:
+            with open(name, encoding="utf-8") as f:
+                runs += json.load(f)["runs"]
+        report(runs, Path(args.curves))
         return
     strategies, budgets = args.strategies.split(","), args.budgets.split(",")
     unknown = [s for s in strategies if s not in STRATEGIES]

@@ -56,6 +56,7 @@ class CondensaStrategy(Strategy):
     """
 
     name = "condensa"
+    default_trials = 20
     keeps_feasible = True
 
     def __init__(self, seed: int = 0, scan_levels: int = 2, init_points: int = 3, level_set_trials: int = 6,

@@ -32,6 +32,7 @@ class GeneticStrategy(Strategy):
     """
 
     name = "genetic"
+    default_trials = 6
     needs_workload = True
 
     def __init__(self, seed: int = 0, population: int = 20, generations: int = 15, tournament: int = 3,

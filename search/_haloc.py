@@ -68,7 +68,9 @@ class HalocStrategy(Strategy):
     """
 
     name = "haloc"
+    default_trials = 4
     needs_workload = True
+    knob_kinds = ("rank",)
 
     def __init__(self, seed: int = 0, candidates: int = 5, steps: int = 150, arch_lr: float = 0.05,
                  weight_lr: float = 1e-4, tau: float = 1.0, tau_final: float = 0.1, gumbel: bool = False, cost_weight: float = 2.0,

@@ -72,6 +72,12 @@ class Strategy(ABC):
 
     name: str = ""
     needs_workload: bool = False
+    default_trials: int = 30
+    """Search trials when the user names none (fewer for strategies whose every trial is a
+    search of its own: haloc, genetic)."""
+    knob_kinds: tuple[str, ...] = ()
+    """The knob kinds the strategy can turn, when not every kind (haloc: ``("rank",)``):
+    without ``--knobs`` the search space holds these, not the budget's default kinds."""
     keeps_feasible: bool = False
     """True for strategies that ask for settings inside the budget on purpose (condensa
     looks for the cheapest setting above an accuracy floor): the engine then evaluates a

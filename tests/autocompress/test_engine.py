@@ -186,3 +186,38 @@ def test_scan_trials_are_kept_apart_from_search_trials(tmp_path):
     assert all(sum(v < 1 for v in r.candidate.values()) == 1 for r in scans)  # not projected
     assert len(searches) == 2 and result.recipe.search["trials"] == 2
     assert result.recipe.search["best_trial"] in {r.number for r in searches}
+
+
+@pytest.mark.parametrize("strategy,knobs,kinds", [
+    ("haloc", (), {"rank"}),            # a rank-only strategy: its kinds, not the budget's
+    ("bo", (), {"channels"}),           # flops: the budget's default kinds
+    ("haloc", ("channels", "rank"), {"channels", "rank"}),  # --knobs wins
+])
+def test_the_space_holds_the_strategys_kinds_unless_knobs_are_given(strategy, knobs, kinds):
+    from autocompress.budget import parse
+    from autocompress.engine import SearchSettings
+
+    settings = SearchSettings(budget=parse("flops=0.5"), strategy=strategy, knobs=knobs)
+    space = engine.search_space(load_workload(), settings)
+    assert {k.kind for k in space.knobs} == kinds
+
+
+def test_without_trials_the_search_runs_the_strategys_default(tmp_path):
+    from autocompress.budget import parse
+    from autocompress.engine import SearchSettings, run_search
+    from autocompress.search import STRATEGIES, Strategy
+
+    class TwoTrials(Strategy):
+        name, default_trials = "two-trials", 2
+
+        def ask(self, problem, history):
+            return {k.name: k.high for k in problem.space.knobs}
+
+    STRATEGIES[TwoTrials.name] = TwoTrials
+    try:
+        settings = SearchSettings(budget=parse("flops=0.5"), strategy=TwoTrials.name,
+                                  finetune_steps=0, final_finetune_steps=0, calibration_batches=2)
+        result = run_search(load_workload(), settings, tmp_path, progress=False)
+    finally:
+        del STRATEGIES[TwoTrials.name]
+    assert result.recipe.search["trials"] == 2 and len(result.history) == 2
