@@ -8,7 +8,8 @@ from typing import Iterable, Sequence
 import torch.nn as nn
 
 from . import budget as _budget
-from .engine import SearchResult, SearchSettings, export_trial as _export_trial, replay, run_search
+from .engine import SearchResult, SearchSettings, export_trial as _export_trial, replay
+from .runner import run_search
 from .errors import ModelError
 from .recipe import Recipe
 from .workload import Workload, _first_input, load_workload

@@ -71,7 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-batch", type=int, default=1, metavar="N",
                    help="batch size at which latency budgets are predicted and measured (default 1)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    d = s.add_argument_group("running trials elsewhere")
+    d.add_argument("--storage", metavar="URL",
+                   help="keep the study in this database (any SQLAlchemy URL: sqlite:///shared.db, "
+                        "postgresql://...) so `autocompress worker` processes can join it (default OUT/study.db)")
+    d.add_argument("--study", default="autocompress", metavar="NAME",
+                   help="the study's name in --storage (default autocompress)")
+    d.add_argument("--backend", default="local", choices=("local", "ray"),
+                   help="where trials run: local (this process, default) or ray (Ray Tune; pip install "
+                        "'autocompress[ray]')")
+    d.add_argument("--address", metavar="ADDRESS",
+                   help="Ray cluster to join: auto, or ray://host:10001 (default: start a local Ray)")
+    d.add_argument("--workers", type=int, metavar="N", help="Ray trials at once (default: CPUs / --cpus-per-trial)")
+    d.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N", help="CPUs per Ray trial (default 1)")
+    d.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N", help="GPUs per Ray trial (default 0)")
     _model_options(s)
+
+    w = sub.add_parser("worker", help="evaluate trials of a search kept in a shared database",
+                       description="Join a study that `autocompress search --storage URL --study NAME` made and "
+                                   "evaluate its trials until it has as many as the search asked for. Start as "
+                                   "many workers as you like, on any machine that reaches the database; give them "
+                                   "the same --model/--weights/--data as the search.")
+    w.add_argument("--storage", required=True, metavar="URL", help="the search's --storage URL")
+    w.add_argument("--study", default="autocompress", metavar="NAME", help="the search's --study (default autocompress)")
+    w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _model_options(w)
 
     a = sub.add_parser("apply", help="replay a recipe on a model and export the compressed model",
                        description="Rebuild the compressed model a recipe describes (channels removed, "
@@ -215,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_on_signals():
             return {"search": _search, "apply": _apply, "show": _show, "latency": _latency, "profile": _profile,
-                    "report": _report, "export": _export}[args.command](args)
+                    "report": _report, "export": _export, "worker": _worker}[args.command](args)
     except AutocompressError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -242,7 +266,8 @@ def _search(args) -> int:
             raise AutocompressError(f"--{name.replace('_', '-')} {getattr(args, name)} must be "
                                     f"{'at least 1' if name == 'trials' else 'zero or more'}")
     parsed = budget.parse(args.budget or ["flops=0.3"])
-    from .engine import SearchSettings, run_search
+    from .engine import SearchSettings
+    from .runner import run_search
     from .search import STRATEGIES
     from .table import comparison
     from .workload import load_workload
@@ -270,8 +295,16 @@ def _search(args) -> int:
         latency_batch=args.latency_batch,
         strategy_options=_options(args.option),
     )
+    ray_options = {}
+    if args.backend == "ray":
+        ray_options = {"address": args.address, "workers": args.workers, "cpus_per_trial": args.cpus_per_trial,
+                       "gpus_per_trial": args.gpus_per_trial}
+    elif args.address or args.workers:
+        raise AutocompressError("--address and --workers are for --backend ray; without Ray, start "
+                                "`autocompress worker --storage URL` processes beside a search with --storage")
     try:
-        result = run_search(workload, settings, args.out, progress=not args.no_progress)
+        result = run_search(workload, settings, args.out, progress=not args.no_progress, storage=args.storage,
+                            study_name=args.study, backend=args.backend, **ray_options)
     except BudgetError as exc:
         if "no finished trial" in str(exc):
             print(f"autocompress: {exc}", file=sys.stderr)
@@ -290,6 +323,16 @@ def _search(args) -> int:
         print(f"autocompress: the report could not be written ({type(exc).__name__}: {exc}); "
               f"the recipe is saved", file=sys.stderr)
     print(f"replay: autocompress apply {result.recipe_path} --out {Path(args.out) / 'model.pt2'}")
+    return 0
+
+
+def _worker(args) -> int:
+    from .runner import run_worker
+    from .workload import load_workload
+
+    ran = run_worker(load_workload(args.model, args.weights, args.data), args.storage, args.study,
+                     progress=not args.no_progress)
+    print(f"worker: {ran} trials run; the study {args.study!r} has the trials its search asked for")
     return 0
 
 

@@ -20,18 +20,16 @@ from . import __version__
 from .budget import Budget
 from .compress import bake, compress
 from .compress.fold import fold_batchnorm
-from .errors import AutocompressError, BudgetError, RecipeError
+from .errors import BudgetError, RecipeError
 from .evaluators import accuracy, distill, measure_costs, recalibrate_batchnorm
 from .latency_models import measure_cpu_latency
 from .ops import space_ops
 from .recipe import Recipe
-from .search import STRATEGIES, Problem, Strategy, as_proposal, check_reachable, get_strategy, project
+from .search import STRATEGIES, Problem, project
 from .search.base import feasible_trials, search_trials
-from .search.projection import fits
 from .space import KINDS_FOR_METRIC, Space
 from .spaces import build_space
-from .stopping import stop_on_signals
-from .study import Study
+from .study import Study, study_location
 from .trial import COMPLETE, SCAN, SEARCH, TrialRecord
 from .workload import Workload
 
@@ -214,79 +212,6 @@ def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float]
     return score, costs, feasible
 
 
-def run_search(workload: Workload, settings: SearchSettings, out: str | Path, progress: bool = True) -> SearchResult:
-    """Search, write ``out/recipe.yaml`` and ``out/study.db``; resumes a study already in ``out``.
-
-    Raises BudgetError for a budget the model cannot meet, StudyError for an ``out``
-    holding a different search; a KeyboardInterrupt keeps every finished trial.
-    """
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    if settings.objective not in OBJECTIVES:
-        raise AutocompressError(f"unknown objective {settings.objective!r}; use one of {', '.join(OBJECTIVES)}")
-    strategy = get_strategy(settings.strategy, seed=settings.seed, **settings.strategy_options)
-    if settings.trials is None:
-        settings = replace(settings, trials=strategy.default_trials)
-    base = base_metrics(workload)
-    space = calibrate_latency(workload, search_space(workload, settings), settings.budget)
-    base.update(predicted_latency(space, space.resolve(space.neutral())))
-    limits = limits_for(settings.budget, base)
-    check_reachable(space, limits, base)
-    problem = Problem(space, limits, base, accuracy(workload.model, workload.val), settings.max_accuracy_drop,
-                      settings.objective, workload, settings.recovery(final=False))
-    out.mkdir(parents=True, exist_ok=True)
-    study = Study(f"sqlite:///{(out / 'study.db').resolve()}", study_config(workload, settings, space))
-    study.set_base({**base, "proxy_accuracy": problem.base_score})
-    history = study.history()
-    done = _finished(history)
-    if done:
-        log.info("resuming the study in %s with %d finished trials", out, done)
-    bar = tqdm(total=settings.trials, initial=min(done, settings.trials), desc="search", unit="trial",
-               disable=not progress, dynamic_ncols=True)
-    _show_best(bar, strategy, problem, history)
-    interrupted: KeyboardInterrupt | None = None
-    with stop_on_signals() as stop:
-        try:
-            while done < settings.trials:
-                stop.check()  # a signal whose KeyboardInterrupt a finaliser swallowed
-                proposal = as_proposal(strategy.ask(problem, history), space)
-                if proposal is None:
-                    log.info("strategy %s has nothing more to try", settings.strategy)
-                    break
-                scan = proposal.purpose == SCAN
-                kept = scan or (settings.objective == "pareto" or strategy.keeps_feasible) and fits(
-                    space, proposal.values, limits)
-                candidate = proposal.values if kept else project(space, proposal.values, limits)
-                trial = study.start(space, proposal.values, candidate, proposal.purpose, proposal.channel_order)
-                bar.set_description("scan" if scan else "search")
-                try:
-                    score, costs, feasible = evaluate_trial(workload, space, candidate, settings, limits,
-                                                            proposal.purpose, proposal.channel_order)
-                except KeyboardInterrupt:
-                    study.fail(trial, "interrupted by the user")
-                    raise
-                except Exception as exc:  # a failing trial is recorded; the search goes on
-                    log.warning("trial %d failed: %s: %s", trial.number, type(exc).__name__, exc)
-                    study.fail(trial, f"{type(exc).__name__}: {exc}")
-                else:
-                    study.finish(trial, score, costs, feasible)
-                    if not scan:
-                        done += 1
-                        bar.update(1)
-                history = study.history()
-                strategy.tell(problem, history[-1])
-                _show_best(bar, strategy, problem, history)
-            stop.check()
-        except KeyboardInterrupt as exc:
-            interrupted = exc
-        finally:
-            bar.close()
-    if interrupted is not None:
-        raise interrupted
-    return _finish(workload, settings, strategy, problem, history, out)
-
-
 def study_config(workload: Workload, settings: SearchSettings, space: Space) -> dict[str, Any]:
     """What identifies a search: a study in ``--out`` resumes only with the same config."""
     return {
@@ -302,25 +227,6 @@ def study_config(workload: Workload, settings: SearchSettings, space: Space) -> 
 
 def _finished(history: list[TrialRecord]) -> int:
     return sum(r.state == COMPLETE for r in search_trials(history))
-
-
-def _show_best(bar, strategy: Strategy, problem: Problem, history: list[TrialRecord]) -> None:
-    best = strategy.best(problem, history)
-    if best is not None:
-        bar.set_postfix_str(f"best feasible proxy acc {best.score:.2f}% (trial {best.number})")
-
-
-def _finish(workload: Workload, settings: SearchSettings, strategy: Strategy, problem: Problem,
-            history: list[TrialRecord], out: Path) -> SearchResult:
-    best = strategy.best(problem, history)
-    if best is None:
-        raise BudgetError(f"no finished trial met the budget {settings.budget}; see {out / 'study.db'}")
-    if settings.objective == "pareto":
-        save_front(problem, history, out / "pareto.yaml")
-    recipe, model = measured_recipe(workload, settings, problem, best, history)
-    path = out / "recipe.yaml"
-    recipe.save(path)
-    return SearchResult(recipe, path, model, history)
 
 
 def measured_recipe(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
@@ -415,10 +321,7 @@ def export_trial(workload: Workload, out: str | Path, trial: int,
     from .errors import StudyError
 
     out = Path(out)
-    db = out / "study.db"
-    if not db.is_file():
-        raise StudyError(f"{out} holds no study.db; run autocompress search --out {out} first")
-    study = Study.open(f"sqlite:///{db.resolve()}")
+    study = Study.open(*study_location(out))
     config, history = study.config, study.history()
     if config.get("model") != workload.fingerprint:
         raise RecipeError(f"the search in {out} was made for model fingerprint {config.get('model')}, not for "
@@ -428,7 +331,7 @@ def export_trial(workload: Workload, out: str | Path, trial: int,
     record = next((r for r in history if r.number == trial), None)
     listed = f"see {out / 'pareto.yaml'}" if (out / "pareto.yaml").is_file() else "see its study.db"
     if record is None:
-        raise StudyError(f"trial {trial} is not in {db} (trials 0 to {len(history) - 1}); {listed}")
+        raise StudyError(f"trial {trial} is not in the study of {out} (trials 0 to {len(history) - 1}); {listed}")
     if record.purpose == SCAN:
         raise StudyError(f"trial {trial} is a sensitivity scan (BatchNorm recalibration only), not a candidate "
                          f"recipe; choose a search trial, {listed}")

@@ -20,3 +20,7 @@ class ModelError(AutocompressError):
 
 class StudyError(AutocompressError):
     """An output folder holding a study that does not match the command."""
+
+
+class SearchError(AutocompressError):
+    """A search that cannot go on (its trials keep failing); what it finished is kept."""

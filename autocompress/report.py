@@ -12,9 +12,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .errors import StudyError
 from .recipe import Recipe
-from .study import Study
+from .study import Study, study_location
 from .trial import COMPLETE, FAILED, SCAN, TrialRecord
 
 
@@ -107,9 +106,7 @@ def write_report(folder: str | Path, workload=None) -> Path:
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
-    if not (folder / "study.db").is_file():
-        raise StudyError(f"{folder} holds no study.db; run autocompress search --out {folder} first")
-    study = Study.open(f"sqlite:///{(folder / 'study.db').resolve()}")
+    study = Study.open(*study_location(folder))
     history, config = study.history(), study.config
     recipe = Recipe.load(folder / "recipe.yaml") if (folder / "recipe.yaml").is_file() else None
     base_metrics: dict[str, Any] = study.base or ((recipe.metrics or {}).get("base", {}) if recipe else {})

@@ -2,22 +2,31 @@
 
 Each trial stores the projected candidate as Optuna params, the strategy's raw proposal,
 the measured metrics and feasibility as user attributes, and the proxy accuracy as its
-value.  Trials left running by a killed process are marked failed when the study is
-reopened, so a resumed search never waits on them.
+value.  Trials left running by a stopped or killed process are marked failed when the study is
+reopened (shared studies: when their heartbeat goes stale), so nobody waits on them.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Mapping
+import os
+import socket
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping
 
 import optuna
+import yaml
 from optuna.trial import TrialState
 
 from .errors import StudyError
 from .space import Space
-from .trial import COMPLETE, FAILED, RUNNING, SEARCH, TrialRecord
+from .trial import COMPLETE, FAILED, INTERRUPTED, RUNNING, SEARCH, TrialRecord
 
 STUDY_NAME = "autocompress"
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which process started a trial (shared studies)
+HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 120  # shared studies: a trial silent for 2 minutes is dead
 _STATES = {TrialState.COMPLETE: COMPLETE, TrialState.FAIL: FAILED, TrialState.RUNNING: RUNNING}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -25,12 +34,26 @@ log = logging.getLogger(__name__)
 
 
 class Study:
-    """The persistent history of one search, keyed by its configuration."""
+    """The persistent history of one search, keyed by its configuration.
 
-    def __init__(self, storage_url: str, config: Mapping[str, Any]):
-        storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                             if storage_url.startswith("sqlite") else {})
-        self._study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize",
+    A study in its own ``--out`` folder has one process at a time: trials it finds running
+    were left by a run that stopped, and are marked failed.  A ``shared`` study (a
+    ``--storage`` database several processes join) keeps a heartbeat per running trial
+    instead, and marks failed only the trials whose heartbeat went stale (their process
+    died).  Either way the engine evaluates such an interrupted trial once more.
+    """
+
+    def __init__(self, storage_url: str, config: Mapping[str, Any], name: str = STUDY_NAME, shared: bool = False):
+        engine_kwargs = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
+        heartbeat = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS} if shared else {}
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we drive them ourselves
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=engine_kwargs, **heartbeat)
+        except Exception as exc:  # a bad URL, a missing driver, a database that cannot be reached
+            raise StudyError(f"cannot open the study storage {storage_url}: {type(exc).__name__}: {exc}") from None
+        self.name, self.shared = name, shared
+        self._study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                           load_if_exists=True)
         stored = self._study.user_attrs.get("config")
         if stored is None:
@@ -39,24 +62,49 @@ class Study:
             diff = [k for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
             key = diff[0]
             raise StudyError(
-                f"the study in {storage_url} was made with {key}={stored.get(key)!r}, not {config.get(key)!r}; "
-                "rerun with the same options to resume it, or choose another --out"
+                f"the study {name!r} in {storage_url} was made with {key}={stored.get(key)!r}, not "
+                f"{config.get(key)!r}; rerun with the same options to resume it, or choose another "
+                f"{'--study' if shared else '--out'}"
             )
-        for trial in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.set_trial_user_attr(trial._trial_id, "error", "interrupted before it finished")
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            log.info("trial %d was left running by an earlier run; marked failed", trial.number)
+        self.fail_interrupted()
+
+    def fail_interrupted(self) -> None:
+        """Mark failed the running trials no process is running any more: all of them in a
+        study of one process, those with a stale heartbeat in a shared one."""
+        storage = self._study._storage
+        if self.shared:
+            stale = storage._get_stale_trial_ids(self._study._study_id)
+        else:
+            stale = [t._trial_id for t in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        for trial_id in stale:
+            try:
+                storage.set_trial_user_attr(trial_id, "error", f"{INTERRUPTED} before it finished")
+                if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                    log.info("trial %d was left running by a stopped process; marked failed",
+                             storage.get_trial_number_from_id(trial_id))
+            except optuna.exceptions.UpdateFinishedTrialError:  # another process got there first
+                pass
 
     @classmethod
-    def open(cls, storage_url: str) -> "Study":
+    def open(cls, storage_url: str, name: str = STUDY_NAME) -> "Study":
         """An existing study, read as it is (no config check, running trials left alone);
         StudyError if there is none."""
         study = cls.__new__(cls)
+        study.name, study.shared = name, False
         try:
-            study._study = optuna.load_study(study_name=STUDY_NAME, storage=storage_url)
+            study._study = optuna.load_study(study_name=name, storage=storage_url)
         except KeyError:
-            raise StudyError(f"{storage_url} holds no autocompress study") from None
+            raise StudyError(f"{storage_url} holds no autocompress study named {name!r}") from None
         return study
+
+    @property
+    def trials(self) -> int | None:
+        """The number of search trials the study is to finish (set by ``search``)."""
+        return self._study.user_attrs.get("trials")
+
+    @trials.setter
+    def trials(self, count: int) -> None:
+        self._study.set_user_attr("trials", int(count))
 
     @property
     def config(self) -> dict[str, Any]:
@@ -81,18 +129,46 @@ class Study:
                 feasible=bool(t.user_attrs.get("feasible", False)), metrics=dict(t.user_attrs.get("metrics", {})),
                 error=str(t.user_attrs.get("error", "")), purpose=str(t.user_attrs.get("purpose", SEARCH)),
                 channel_order={g: list(o) for g, o in t.user_attrs.get("channel_order", {}).items()},
+                retry_of=t.user_attrs.get("retry_of"),
             ))
         return records
 
     def start(self, space: Space, proposal: Mapping[str, float], candidate: Mapping[str, float],
-              purpose: str = SEARCH, channel_order: Mapping[str, list[int]] | None = None) -> optuna.Trial:
+              purpose: str = SEARCH, channel_order: Mapping[str, list[int]] | None = None,
+              retry_of: int | None = None) -> optuna.Trial:
         """Record a running trial for ``candidate``; returns its handle."""
-        attrs: dict[str, Any] = {"proposal": dict(proposal), "purpose": purpose}
+        attrs: dict[str, Any] = {"proposal": dict(proposal), "purpose": purpose, "process": PROCESS}
+        if retry_of is not None:
+            attrs["retry_of"] = int(retry_of)
         if channel_order:
             attrs["channel_order"] = {g: [int(i) for i in o] for g, o in channel_order.items()}
         self._study.enqueue_trial(dict(candidate), user_attrs=attrs, skip_if_exists=False)
         distributions = {k.name: optuna.distributions.FloatDistribution(k.low, k.high) for k in space.knobs}
-        return self._study.ask(distributions)
+        with warnings.catch_warnings():  # "heartbeat ... supposed to be used with Study.optimize": see running()
+            warnings.simplefilter("ignore", UserWarning)
+            return self._study.ask(distributions)
+
+    @contextlib.contextmanager
+    def running(self, trial: optuna.Trial) -> Iterator[None]:
+        """While a trial runs in a shared study, beat its heartbeat (a thread), so other
+        processes see it alive; nothing otherwise."""
+        if not self.shared:
+            yield
+            return
+        storage, done = self._study._storage, threading.Event()
+
+        def beat():
+            while not done.is_set():
+                storage.record_heartbeat(trial._trial_id)
+                done.wait(HEARTBEAT_SECONDS)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def finish(self, trial: optuna.Trial, score: float, metrics: Mapping[str, float], feasible: bool) -> None:
         trial.set_user_attr("metrics", dict(metrics))
@@ -102,3 +178,26 @@ class Study:
     def fail(self, trial: optuna.Trial, error: str) -> None:
         trial.set_user_attr("error", error[:2000])
         self._study.tell(trial, state=TrialState.FAIL)
+
+
+def write_location(folder: Path, storage: str | None, name: str = STUDY_NAME) -> None:
+    """Note in a search's folder where its study lives when that is not ``folder/study.db``
+    (``study.yaml``: storage URL and name), for ``report`` and ``export``."""
+    path = Path(folder) / "study.yaml"
+    if storage is None:
+        path.unlink(missing_ok=True)
+        return
+    path.write_text(yaml.safe_dump({"storage": storage, "study": name}), encoding="utf-8")
+
+
+def study_location(folder: Path) -> tuple[str, str]:
+    """The storage URL and study name of the search in ``folder``; StudyError if it has none."""
+    folder = Path(folder)
+    note = folder / "study.yaml"
+    if note.is_file():
+        data = yaml.safe_load(note.read_text(encoding="utf-8")) or {}
+        return str(data["storage"]), str(data.get("study", STUDY_NAME))
+    db = folder / "study.db"
+    if not db.is_file():
+        raise StudyError(f"{folder} holds no study (no study.db); run autocompress search --out {folder} first")
+    return f"sqlite:///{db.resolve()}", STUDY_NAME

@@ -15,7 +15,9 @@ class TrialRecord:
     budget projection, which is what was compressed and scored.  ``score`` is the proxy
     accuracy in percent (None unless complete); ``metrics`` holds the measured costs.
     ``purpose`` is ``"search"`` or ``"scan"`` (a sensitivity probe, never the recipe);
-    ``channel_order`` is the strategy's ranking of channels per group, if it gave one.
+    ``channel_order`` is the strategy's ranking of channels per group, if it gave one;
+    ``retry_of`` the number of the trial this one evaluates again (that one was
+    interrupted: its process stopped or died while it ran).
     """
 
     number: int
@@ -28,3 +30,12 @@ class TrialRecord:
     error: str = ""
     purpose: str = SEARCH
     channel_order: dict[str, list[int]] = field(default_factory=dict)
+    retry_of: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """Failed because its process stopped or died, not because of the candidate."""
+        return self.state == FAILED and self.error.startswith(INTERRUPTED)
+
+
+INTERRUPTED = "interrupted"

@@ -61,10 +61,11 @@ def best_so_far(history) -> list[float | None]:
     return curve
 
 
-def run_once(workload: dict, budget: str, strategy: str, seed: int, trials: int | None) -> dict:
+def run_once(workload: dict, budget: str, strategy: str, seed: int, trials: int | None, **settings) -> dict:
     with tempfile.TemporaryDirectory(prefix="autocompress-bench-") as out:
         start = time.perf_counter()
-        result = search(budget, out=out, progress=False, trials=trials, strategy=strategy, seed=seed, **workload)
+        result = search(budget, out=out, progress=False, trials=trials, strategy=strategy, seed=seed, **workload,
+                        **settings)
         seconds = time.perf_counter() - start
     base, compressed = result.recipe.metrics["base"], result.recipe.metrics["compressed"]
     finished = [r for r in result.history if r.state == COMPLETE]
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", default="flops=0.3,params=0.1", help="comma-separated budgets")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--trials", type=int, help="search trials per run (default: each strategy's own)")
+    parser.add_argument("--final-finetune-steps", type=int, default=300,
+                        help="distillation fine-tune of every chosen recipe (default 300, the CLI's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--output", default="search_quality.json", help="JSON of every run")
     parser.add_argument("--curves", default="search_quality.png", help="sample-efficiency plot (.png or .csv)")
@@ -202,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     for budget in budgets:
         for strategy in strategies:
             for seed in seeds:
-                run = run_once(workload, budget, strategy, seed, args.trials)
+                run = run_once(workload, budget, strategy, seed, args.trials,
+                               final_finetune_steps=args.final_finetune_steps)
                 runs.append(run)
                 print(f"{budget} {strategy} seed={seed}: {run['evaluations']} evaluations, test acc "
                       f"{run['test_accuracy']:.2f}%, FLOPs ratio {run['flops_ratio']:.3f}, {run['seconds']:.1f}s",

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import autocompress.engine as engine
+import autocompress.runner as runner
 from autocompress.cli import main
 from autocompress.recipe import Recipe
 from autocompress.workload import load_workload
@@ -60,7 +61,7 @@ def test_same_command_resumes_and_keeps_finished_trials(tmp_path):
 
 def test_interrupt_keeps_trials_and_the_next_run_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    real = engine.evaluate_trial
+    real = runner.evaluate_trial
     calls = {"n": 0}
 
     def interrupted_on_third(*args, **kwargs):
@@ -69,20 +70,24 @@ def test_interrupt_keeps_trials_and_the_next_run_resumes(tmp_path, monkeypatch, 
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate_trial", interrupted_on_third)
+    monkeypatch.setattr(runner, "evaluate_trial", interrupted_on_third)
     assert main(["search", "--trials", "4", "--out", str(out), *FAST]) == 130
     assert "resume" in capsys.readouterr().err
     states = [t.state for t in _trials(out)]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
     assert not (out / "recipe.yaml").exists()
-    monkeypatch.setattr(engine, "evaluate_trial", real)
+    monkeypatch.setattr(runner, "evaluate_trial", real)
     assert main(["search", "--trials", "4", "--out", str(out), *FAST]) == 0
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in _trials(out)) == 4
+    trials = _trials(out)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
+    interrupted = trials[2]  # evaluated once more, first thing on resume, with the same candidate
+    assert interrupted.state == optuna.trial.TrialState.FAIL and interrupted.user_attrs["error"].startswith("interrupted")
+    assert trials[3].user_attrs.get("retry_of") == 2 and trials[3].params == interrupted.params
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real = engine.evaluate_trial
+    real = runner.evaluate_trial
     calls = {"n": 0}
 
     def fails_once(*args, **kwargs):
@@ -91,7 +96,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, monkeypatc
             raise RuntimeError("evaluator exploded")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate_trial", fails_once)
+    monkeypatch.setattr(runner, "evaluate_trial", fails_once)
     assert main(["search", "--trials", "3", "--out", str(out), "--strategy", "random", *FAST]) == 0
     trials = _trials(out)
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
@@ -158,7 +163,8 @@ def test_apply_int8_writes_a_real_int8_model_only_for_8_bit_recipes(tmp_path, ca
 def test_scan_trials_are_kept_apart_from_search_trials(tmp_path):
     """A strategy's sensitivity scan is recorded (purpose scan, BN recalibration only),
     does not count toward --trials and never becomes the recipe."""
-    from autocompress.engine import SearchSettings, run_search
+    from autocompress.engine import SearchSettings
+    from autocompress.runner import run_search
     from autocompress.search import STRATEGIES, Proposal, Strategy
     from autocompress.search.sensitivity import next_scan
     from autocompress.budget import parse
@@ -204,7 +210,8 @@ def test_the_space_holds_the_strategys_kinds_unless_knobs_are_given(strategy, kn
 
 def test_without_trials_the_search_runs_the_strategys_default(tmp_path):
     from autocompress.budget import parse
-    from autocompress.engine import SearchSettings, run_search
+    from autocompress.engine import SearchSettings
+    from autocompress.runner import run_search
     from autocompress.search import STRATEGIES, Strategy
 
     class TwoTrials(Strategy):

@@ -25,4 +25,4 @@ def test_search_writes_a_report_with_the_pictures(tmp_path, capsys):
 
 def test_report_of_a_folder_without_a_study_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
-    assert "holds no study.db" in capsys.readouterr().err
+    assert "holds no study (no study.db)" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from autocompress.compress import factorise
 from autocompress.compress.mixed_rank import MixedRank, RankSupernet
-from autocompress.engine import SearchSettings, run_search
+from autocompress.engine import SearchSettings
+from autocompress.runner import run_search
 from autocompress.errors import AutocompressError
 from autocompress.budget import parse as parse_budget
 from autocompress.patterns import density_for_rank
