@@ -18,7 +18,8 @@ from pathlib import Path
 import optuna
 
 from .engine import (OBJECTIVES, SearchResult, SearchSettings, base_metrics, calibrate_latency, evaluate_trial, limits_for,
-                     measured_recipe, predicted_latency, save_front, search_space, settings_from_config, study_config)
+                     measured_recipe, predicted_latency, recipe_for, save_front, search_space, settings_from_config,
+                     study_config)
 from .errors import AutocompressError, BudgetError, SearchError, StudyError
 from .search import Problem, Strategy, as_proposal, check_reachable, get_strategy, project
 from .search.base import search_trials
@@ -291,13 +292,38 @@ def run_worker(workload: Workload, storage: str, study_name: str = STUDY_NAME, p
     return search.ran
 
 
+def over_budget(record: TrialRecord, limits: dict[str, float]) -> dict[str, float]:
+    """How far a trial's measured costs exceed each limit, as a fraction (0.05: 5% over)."""
+    return {m: record.metrics[m] / limit - 1.0 for m, limit in limits.items()
+            if m in record.metrics and record.metrics[m] > limit}
+
+
+def save_closest(search: Search, history: list[TrialRecord], out: Path) -> str:
+    """Save the complete search trial closest to the budget (smallest largest excess) as
+    ``out/closest.yaml``, not fine-tuned, with its excess under ``search.over_budget``;
+    the sentence saying so ("" when no search trial completed)."""
+    limits = search.problem.limits
+    complete = [r for r in search_trials(history) if r.state == COMPLETE]
+    if not complete:
+        return ""
+    closest = min(complete, key=lambda r: max(over_budget(r, limits).values(), default=0.0))
+    excess = over_budget(closest, limits)
+    recipe = recipe_for(search.workload, search.settings, search.problem, closest, finished(history))
+    recipe.search["over_budget"] = {m: round(v, 4) for m, v in excess.items()}
+    recipe.metrics = {"base": dict(search.problem.base), "compressed": dict(closest.metrics)}  # proxy-measured
+    path = out / "closest.yaml"
+    recipe.save(path)
+    gap = ", ".join(f"{m} {100 * v:.1f}% over" for m, v in excess.items()) or "within the budget as measured"
+    return f"the closest, trial {closest.number} ({gap}), is saved as {path} (not fine-tuned); "
+
+
 def finish(search: Search, history: list[TrialRecord], out: Path) -> SearchResult:
     """The best trial's recipe, fine-tuned, measured and saved as ``out/recipe.yaml``
     (with ``out/pareto.yaml`` for the pareto objective)."""
     best = search.strategy.best(search.problem, history)
     if best is None:
-        raise BudgetError(f"no finished trial met the budget {search.settings.budget}; the trials are kept in "
-                          f"the study {search.study.name!r}")
+        raise BudgetError(f"no finished trial met the budget {search.settings.budget}; "
+                          f"{save_closest(search, history, out)}the trials are kept in the study {search.study.name!r}")
     if search.settings.objective == "pareto":
         save_front(search.problem, history, out / "pareto.yaml")
     recipe, model = measured_recipe(search.workload, search.settings, search.problem, best, history)

@@ -85,7 +85,10 @@ def test_interrupt_keeps_trials_and_the_next_run_resumes(tmp_path, monkeypatch, 
     assert trials[3].user_attrs.get("retry_of") == 2 and trials[3].params == interrupted.params
 
 
-def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fault", [RuntimeError("evaluator exploded"),
+                                   torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")],
+                         ids=["raises", "out-of-memory"])
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch, fault):
     out = tmp_path / "run"
     real = runner.evaluate_trial
     calls = {"n": 0}
@@ -93,15 +96,46 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, monkeypatc
     def fails_once(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise RuntimeError("evaluator exploded")
+            raise fault
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "evaluate_trial", fails_once)
     assert main(["search", "--trials", "3", "--out", str(out), "--strategy", "random", *FAST]) == 0
     trials = _trials(out)
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert len(failed) == 1 and "evaluator exploded" in failed[0].user_attrs["error"]
+    assert len(failed) == 1 and str(fault) in failed[0].user_attrs["error"]
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+
+
+def test_a_nan_loss_fails_its_trials_and_a_streak_of_failures_stops_the_search(tmp_path):
+    from autocompress.budget import parse
+    from autocompress.engine import SearchSettings
+    from autocompress.errors import SearchError
+    from autocompress.runner import FAILURES_IN_A_ROW, run_search
+
+    settings = SearchSettings(budget=parse("flops=0.5"), trials=10, strategy="random", finetune_steps=5,
+                              final_finetune_steps=0, calibration_batches=2, lr=1e30)  # the loss becomes NaN
+    with pytest.raises(SearchError, match=f"the last {FAILURES_IN_A_ROW} trials failed.*fine-tune loss became nan"):
+        run_search(load_workload(), settings, tmp_path / "run", progress=False)
+    trials = _trials(tmp_path / "run")
+    assert len(trials) == FAILURES_IN_A_ROW and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+
+
+def test_no_trial_within_the_budget_keeps_the_closest_with_its_gap(tmp_path, monkeypatch, capsys):
+    real = runner.evaluate_trial
+
+    def ten_percent_over(workload, space, candidate, settings, limits, *args):
+        score, costs, _ = real(workload, space, candidate, settings, limits, *args)
+        return score, {**costs, "flops": limits["flops"] * 1.1}, False
+
+    monkeypatch.setattr(runner, "evaluate_trial", ten_percent_over)
+    out = tmp_path / "run"
+    assert main(["search", "--trials", "2", "--out", str(out), "--strategy", "random", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "no finished trial met the budget" in err and "flops 10.0% over" in err and "closest.yaml" in err
+    closest = Recipe.load(out / "closest.yaml")
+    assert closest.search["over_budget"] == {"flops": pytest.approx(0.1)}
+    assert not (out / "recipe.yaml").exists()
 
 
 def test_a_study_for_other_options_is_not_mixed_in(tmp_path, capsys):
