@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics and export it with torch.export (dynamic batch size).")
     a.add_argument("recipe", metavar="RECIPE", help="a recipe.yaml written by search")
     a.add_argument("--out", metavar="FILE.pt2", help="where to write the exported model (default beside the recipe)")
+    a.add_argument("--finetune", type=float, metavar="EPOCHS",
+                   help="fine-tune (distillation from the base model) for this many epochs of the training data "
+                        "instead of the recipe's final fine-tune steps")
+    a.add_argument("--onnx", action="store_true",
+                   help="also write FILE.onnx (dynamic batch, BatchNorm folded; needs pip install "
+                        "'autocompress[onnx]')")
     a.add_argument("--int8", action="store_true",
                    help="also write a real int8 CPU model (TorchScript, FILE.int8.pt) when every quantised "
                         "layer of the recipe is 8-bit, and report its measured accuracy and latency")
@@ -337,7 +343,7 @@ def _worker(args) -> int:
 
 
 def _apply(args) -> int:
-    from .engine import export_model, measure_pair, replay
+    from .engine import export_model, export_onnx, finetune_steps_for, measure_pair, replay
     from .errors import AutocompressError
     from .recipe import Recipe
     from .table import comparison
@@ -349,7 +355,12 @@ def _apply(args) -> int:
         odd = next((f"{n} at {b} bits" for n, b in quantised.items() if b != 8), "no quantised layer")
         raise AutocompressError(f"--int8 needs every quantised layer of the recipe at 8 bits; it has {odd}")
     workload = load_workload(args.model, args.weights, args.data)
-    model, metrics = replay(workload, recipe)
+    if args.finetune is not None:
+        print(f"fine-tuning {args.finetune:g} epochs ({finetune_steps_for(workload, args.finetune)} steps) with "
+              "distillation from the base model")
+    if args.onnx:
+        _require_onnx()  # before the fine-tune, not after it
+    model, metrics = replay(workload, recipe, args.finetune)
     _, metrics["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
     out = Path(args.out) if args.out else Path(args.recipe).with_name("model.pt2")
     export_model(model, workload.example_input, out)
@@ -358,6 +369,10 @@ def _apply(args) -> int:
     if recorded:
         print(comparison(recorded, metrics, titles=("recipe", "applied")))
     print(f"\nexported: {out} (load with torch.export.load; any batch size)")
+    if args.onnx:
+        onnx_path = out.with_suffix(".onnx")
+        export_onnx(model, workload.example_input, onnx_path)
+        print(f"exported: {onnx_path} (ONNX, input 'input' of any batch size)")
     if args.int8:
         from .compress.int8 import to_int8
         from .evaluators import accuracy
@@ -371,6 +386,16 @@ def _apply(args) -> int:
               f"{workload.example_input.shape[0]} {int8_ms:.3f} ms vs {float_ms:.3f} ms float "
               f"({float_ms / int8_ms:.2f}x)")
     return 0
+
+
+def _require_onnx() -> None:
+    import importlib.util
+
+    from .errors import AutocompressError
+
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
+        raise AutocompressError("--onnx needs the onnx and onnxscript packages; "
+                                "pip install 'autocompress[onnx]' (or pip install onnx onnxscript)")
 
 
 def _export(args) -> int:

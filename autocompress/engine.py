@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from . import __version__
 from .budget import Budget
 from .compress import bake, compress
 from .compress.fold import fold_batchnorm
-from .errors import BudgetError, RecipeError
+from .errors import AutocompressError, BudgetError, RecipeError
 from .evaluators import accuracy, distill, measure_costs, recalibrate_batchnorm
 from .latency_models import measure_cpu_latency
 from .ops import space_ops
@@ -367,12 +368,17 @@ def check_recipe(workload: Workload, recipe: Recipe) -> Space:
     return space
 
 
-def replay(workload: Workload, recipe: Recipe) -> tuple[nn.Module, dict[str, float]]:
+def replay(workload: Workload, recipe: Recipe, finetune_epochs: float | None = None) -> tuple[nn.Module, dict[str, float]]:
     """Rebuild the compressed model a recipe describes, measure it (test accuracy) and
-    return it baked into plain modules."""
+    return it baked into plain modules.  ``finetune_epochs`` replaces the recipe's final
+    fine-tune (distillation from the base model) by that many passes over the training
+    batches."""
     space = check_recipe(workload, recipe)
     model = compress(workload.model, space, recipe.layers, workload.example_input)
-    recover(model, workload.model, workload, recipe.recovery)
+    recovery = dict(recipe.recovery)
+    if finetune_epochs is not None:
+        recovery["finetune_steps"] = finetune_steps_for(workload, finetune_epochs)
+    recover(model, workload.model, workload, recovery)
     metrics = measure_costs(model, workload.example_input)
     from . import budget as _budget
 
@@ -380,6 +386,18 @@ def replay(workload: Workload, recipe: Recipe) -> tuple[nn.Module, dict[str, flo
     metrics.update(predicted_latency(replace(space, latency_models=analytic), recipe.layers))
     metrics["accuracy"] = accuracy(model, workload.test)
     return bake(model), metrics
+
+
+def finetune_steps_for(workload: Workload, epochs: float) -> int:
+    """Fine-tune steps in ``epochs`` passes over the workload's training batches."""
+    if not epochs >= 0:
+        raise AutocompressError(f"--finetune {epochs} must be zero or more epochs")
+    try:
+        batches = len(workload.train)
+    except TypeError:
+        raise AutocompressError("--finetune EPOCHS needs training data of known length (a list or a DataLoader); "
+                                "this --data gives an iterable without len()") from None
+    return int(round(epochs * batches))
 
 
 def measure_pair(base: nn.Module, compressed: nn.Module, example_input: torch.Tensor,
@@ -403,3 +421,29 @@ def export_model(model: nn.Module, example_input: torch.Tensor, path: str | Path
     example = example_input.expand(2, *example_input.shape[1:]).contiguous()
     program = torch.export.export(shipped(model, fold, channels_last), (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
+
+
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, fold: bool = True) -> None:
+    """Write an ONNX model (opset of torch's dynamo exporter) with a dynamic batch
+    dimension and BatchNorm folded (``fold``).  Needs the ``onnx`` and ``onnxscript``
+    packages (``pip install 'autocompress[onnx]'``); AutocompressError without them."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs both)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise AutocompressError("--onnx needs the onnx and onnxscript packages; "
+                                "pip install 'autocompress[onnx]' (or pip install onnx onnxscript)") from None
+    example = example_input.expand(2, *example_input.shape[1:]).contiguous()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" and the like
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.onnx.export(shipped(model, fold, channels_last=False), (example,), dynamo=True,
+                                        dynamic_shapes=({0: batch},), input_names=["input"], output_names=["output"],
+                                        verbose=False)
+    finally:
+        onnx_log.setLevel(level)
+    program.save(str(path))

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from autocompress.api import search
+from autocompress.errors import AutocompressError
 from autocompress.search import STRATEGIES
 from autocompress.trial import COMPLETE, SCAN
 
@@ -93,6 +94,8 @@ def table(budget: str, runs: list[dict]) -> str:
         "| params ratio | wall time per run (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    failed = [r for r in runs if "error" in r]
+    runs = [r for r in runs if "error" not in r]
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         rs = [r for r in runs if r["strategy"] == strategy]
         search_trials = "/".join(map(str, sorted({r["search_trials"] for r in rs})))
@@ -104,7 +107,8 @@ def table(budget: str, runs: list[dict]) -> str:
             f"| {mean_std([r['params_ratio'] for r in rs], 3)} | {mean_std([r['seconds'] for r in rs], 1)} |"
         )
     base = statistics.mean(r["base_test_accuracy"] for r in runs)
-    return "\n".join(lines + ["", f"Base (uncompressed) test accuracy: {base:.2f}%."])
+    notes = [f"{r['strategy']} (seed {r['seed']}): {r['error']}" for r in failed]
+    return "\n".join(lines + ["", f"Base (uncompressed) test accuracy: {base:.2f}%."] + notes)
 
 
 def mean_curve(runs: list[dict]) -> list[float | None]:
@@ -120,6 +124,7 @@ def mean_curve(runs: list[dict]) -> list[float | None]:
 
 def curves(runs: list[dict]) -> dict[str, dict[str, list[float | None]]]:
     """Mean best-so-far curves by budget, then strategy."""
+    runs = [r for r in runs if "error" not in r]
     out: dict[str, dict[str, list[float | None]]] = {}
     for r in runs:
         out.setdefault(r["budget"], {}).setdefault(r["strategy"], [])
@@ -205,8 +210,13 @@ def main(argv: list[str] | None = None) -> None:
     for budget in budgets:
         for strategy in strategies:
             for seed in seeds:
-                run = run_once(workload, budget, strategy, seed, args.trials,
-                               final_finetune_steps=args.final_finetune_steps)
+                try:
+                    run = run_once(workload, budget, strategy, seed, args.trials,
+                                   final_finetune_steps=args.final_finetune_steps)
+                except AutocompressError as exc:  # e.g. a rank-only space that cannot reach the budget
+                    runs.append({"budget": budget, "strategy": strategy, "seed": seed, "error": str(exc)})
+                    print(f"{budget} {strategy} seed={seed}: {exc}", file=sys.stderr, flush=True)
+                    continue
                 runs.append(run)
                 print(f"{budget} {strategy} seed={seed}: {run['evaluations']} evaluations, test acc "
                       f"{run['test_accuracy']:.2f}%, FLOPs ratio {run['flops_ratio']:.3f}, {run['seconds']:.1f}s",

@@ -42,6 +42,18 @@ def test_search_writes_a_recipe_that_meets_the_budget_and_apply_replays_it(tmp_p
     for batch in (1, 7):
         assert exported(torch.randn(batch, 1, 8, 8)).shape == (batch, 10)
 
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    capsys.readouterr()
+    assert main(["apply", str(out / "recipe.yaml"), "--out", str(pt2), "--finetune", "0.5", "--onnx"]) == 0
+    printed = capsys.readouterr().out
+    steps = round(0.5 * len(load_workload().train))
+    assert f"fine-tuning 0.5 epochs ({steps} steps)" in printed and "model.onnx" in printed
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    onnx.checker.check_model(graph)
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # any batch size
+    assert [d.dim_value for d in graph.graph.output[0].type.tensor_type.shape.dim[1:]] == [10]
+
     model, metrics = engine.replay(load_workload(), recipe)
     assert metrics["flops"] == small["flops"]
     assert abs(metrics["accuracy"] - small["accuracy"]) <= 0.5
