@@ -115,14 +115,37 @@ def test_a_failing_candidate_returns_its_error_from_the_worker(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_ray_backend_runs_the_demo_on_a_local_ray(tmp_path):
+def test_ray_backend_runs_the_demo_on_a_local_ray_and_resumes_after_the_driver_is_killed(tmp_path):
+    """Two Ray workers; the driver is killed (SIGKILL) once two trials finished; the same
+    command finishes the study, evaluating the trials it left running once more."""
     pytest.importorskip("ray.tune")
-    args = [sys.executable, "-m", "autocompress", "search", "--backend", "ray", "--workers", "2", "--trials", "4",
+    import time
+
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    args = [sys.executable, "-m", "autocompress", "search", "--backend", "ray", "--workers", "2", "--trials", "6",
             "--strategy", "random", "--final-finetune-steps", "20", "--no-progress", "--out", "run"]
+    driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:
+        if (tmp_path / "run" / "study.db").exists():
+            try:
+                if len(_complete(url, "autocompress")) >= 2:
+                    break
+            except Exception:  # the study is still being created
+                pass
+        time.sleep(0.2)
+    driver.kill()
+    driver.wait(timeout=60)
+    kept = len(_complete(url, "autocompress"))
+    assert 2 <= kept < 6
     done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "best of 4 trials" in done.stdout and (tmp_path / "run" / "recipe.yaml").is_file()
-    assert len(_complete(f"sqlite:///{tmp_path / 'run' / 'study.db'}", "autocompress")) == 4
+    assert "best of 6 trials" in done.stdout and (tmp_path / "run" / "recipe.yaml").is_file()
+    trials = optuna.load_study(study_name="autocompress", storage=url).get_trials()
+    interrupted = [t.number for t in trials if t.user_attrs.get("error", "").startswith("interrupted")]
+    retried = [t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs]
+    assert sorted(retried) == sorted(interrupted)  # each trial the dead driver left running ran once more
+    assert len(_complete(url, "autocompress")) == 6
 
 
 def test_without_ray_the_ray_backend_says_how_to_install_it(monkeypatch, tmp_path, capsys):
