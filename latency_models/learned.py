@@ -120,6 +120,7 @@ def random_op(kind: str, rng: np.random.Generator) -> Op:
     pad = kh // 2
     cin = channels()
     if kind == "depthwise":
+        cin = max(cin, 2)  # one channel in one group is an ordinary convolution (op_kind "conv")
         groups, n, cout = cin, 1, cin
     else:
         groups, cout = 1, channels()
@@ -166,7 +167,8 @@ def _neighbour(op: Op, rng: np.random.Generator) -> Op:
 
     scale = float(rng.choice([0.75, 0.875, 1.125, 1.25]))
     cin = max(1, int(round(op.in_channels * scale)))
-    if op.groups > 1:  # depthwise
+    if op.groups > 1:  # depthwise: stays depthwise (2 channels or more)
+        cin = max(cin, 2)
         return dataclasses.replace(op, in_channels=cin, groups=cin, k=op.kernel[0] * op.kernel[1])
     if not op.geometry:
         return dataclasses.replace(op, k=cin, in_channels=cin, n=max(1, int(round(op.n * scale))))

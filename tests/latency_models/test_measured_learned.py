@@ -122,3 +122,15 @@ class TestCalibrated(LatencyModelSuite):
         report = latency_model.predict(ops, 2)
         assert len(report.rows) == len(ops) + 1  # plus the rest of the model
         assert report.total_ms == pytest.approx(latency_model.total(ops, 2))
+
+
+@pytest.mark.parametrize("kind", ["conv", "pointwise", "depthwise", "linear"])
+def test_profiling_samples_are_of_the_kind_they_are_fitted_for(kind):
+    """A 1-channel "depthwise" sample is an ordinary convolution: profiling once fitted the
+    depthwise regressor on it and then asked a conv regressor it did not have."""
+    from autocompress.latency_models.learned import _neighbour, op_kind, random_op
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        op = random_op(kind, rng)
+        assert op_kind(op) == kind and op_kind(_neighbour(op, rng)) == kind
