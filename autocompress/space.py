@@ -270,6 +270,8 @@ class Space:
         shapes = {}
         for layer in self.layers:
             out, inp = kept[layer.out_group] if layer.out_group else layer.out_channels, _inputs(layer, kept, size)
+            if layer.depthwise:  # one input channel per output channel: they are pruned together
+                inp = out
             if layer.kind == "attention":
                 _check_attention(layer, settings.get(layer.name, {}))
             elif settings.get(layer.name, {}).get("heads") is not None:

@@ -163,3 +163,22 @@ def layer_flops(model: nn.Module, example_input: torch.Tensor) -> int:
 def test_measured_flops_count_every_layer(name):
     model, x = base(name), zoo.example_input(name)
     assert measure_costs(model, x)["flops"] == layer_flops(model, x)
+
+
+@pytest.mark.parametrize("name", models("ops"))
+def test_every_op_has_the_shape_of_the_module_compress_builds(name):
+    """What latency models see (``space_ops``) is what runs: a pruned depthwise convolution
+    once kept its original input count here (and the measured model could not build it)."""
+    from autocompress.compress import bake
+    from autocompress.ops import space_ops
+
+    for seed in range(3):
+        model, settings = compressed(name, seed)
+        modules = dict(bake(model).named_modules())
+        for op in space_ops(space(name), settings):
+            module = modules.get(op.layer)
+            if isinstance(module, nn.Conv2d):
+                assert (op.in_channels, op.groups) == (module.in_channels, module.groups), op.layer
+                assert op.n * op.groups == module.out_channels, op.layer
+            elif isinstance(module, nn.Linear):
+                assert (op.k, op.n) == (module.in_features, module.out_features), op.layer
