@@ -75,6 +75,7 @@ def part_learned(args) -> None:
     learned = profile(measured.predict_op, "learned-cpu", device_key("cpu"), args.samples, args.rounds,
                       seed=args.seed, progress=lambda line: print("  profile:", line, flush=True))
     print(f"fitted in {time.perf_counter() - start:.0f} s")
+    learned.save(Path(args.tmp) / "learned-cpu.json")
     rng = np.random.default_rng(args.seed + 1000)
     # held-out ops, each measured twice (fresh caches) for the noise floor
     first = MeasuredLatency("cpu", cache=str(Path(args.tmp) / "held1.json"), repeats=args.repeats)
@@ -178,10 +179,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="batch of the latency budget part (default 32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--part", default="all", choices=("all", "learned", "budget", "targets"))
+    parser.add_argument("--keep", metavar="DIR", help="keep the measurement caches and the fitted model here")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        args.tmp = tmp
+        args.tmp = args.keep or tmp
+        Path(args.tmp).mkdir(parents=True, exist_ok=True)
         print(f"device: {device_key('cpu')}")
         for name, part in (("targets", part_targets), ("budget", part_budget), ("learned", part_learned)):
             if args.part in ("all", name):
