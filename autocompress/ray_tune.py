@@ -131,6 +131,7 @@ def run_ray_trials(search: Search, stop: Stop, out: Path, address: str | None = 
     ``ray://host:port``: a remote one).  Returns the study's history."""
     require_ray()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from offline machines
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C and SIGTERM are ours (stopping.py)
     if workers is None:
