@@ -343,7 +343,7 @@ def _worker(args) -> int:
 
 
 def _apply(args) -> int:
-    from .engine import export_model, export_onnx, finetune_steps_for, measure_pair, replay
+    from .engine import export_model, export_onnx, finetune_steps_for, measure_pair, replay, require_onnx
     from .errors import AutocompressError
     from .recipe import Recipe
     from .table import comparison
@@ -359,7 +359,7 @@ def _apply(args) -> int:
         print(f"fine-tuning {args.finetune:g} epochs ({finetune_steps_for(workload, args.finetune)} steps) with "
               "distillation from the base model")
     if args.onnx:
-        _require_onnx()  # before the fine-tune, not after it
+        require_onnx()  # before the fine-tune, not after it
     model, metrics = replay(workload, recipe, args.finetune)
     _, metrics["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
     out = Path(args.out) if args.out else Path(args.recipe).with_name("model.pt2")
@@ -386,16 +386,6 @@ def _apply(args) -> int:
               f"{workload.example_input.shape[0]} {int8_ms:.3f} ms vs {float_ms:.3f} ms float "
               f"({float_ms / int8_ms:.2f}x)")
     return 0
-
-
-def _require_onnx() -> None:
-    import importlib.util
-
-    from .errors import AutocompressError
-
-    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
-        raise AutocompressError("--onnx needs the onnx and onnxscript packages; "
-                                "pip install 'autocompress[onnx]' (or pip install onnx onnxscript)")
 
 
 def _export(args) -> int:

@@ -226,14 +226,15 @@ def study_config(workload: Workload, settings: SearchSettings, space: Space) -> 
     }
 
 
-def _finished(history: list[TrialRecord]) -> int:
+def finished(history: list[TrialRecord]) -> int:
+    """Search trials that finished (scans and failures do not count toward --trials)."""
     return sum(r.state == COMPLETE for r in search_trials(history))
 
 
 def measured_recipe(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
                     history: list[TrialRecord]) -> tuple[Recipe, nn.Module]:
     """The recipe of one trial, replayed (final fine-tune) and measured, with its model."""
-    recipe = recipe_for(workload, settings, problem, record, _finished(history))
+    recipe = recipe_for(workload, settings, problem, record, finished(history))
     log.info("fine-tuning the recipe of trial %d (%d steps)", record.number, settings.final_finetune_steps)
     model, compressed = replay(workload, recipe)
     compressed.update(predicted_latency(problem.space, recipe.layers))  # calibrated, at the search's batch
@@ -423,16 +424,21 @@ def export_model(model: nn.Module, example_input: torch.Tensor, path: str | Path
     torch.export.save(program, str(path))
 
 
+def require_onnx() -> None:
+    """AutocompressError naming the install command unless the ONNX exporter's packages
+    (``onnx``, ``onnxscript``) are installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
+        raise AutocompressError("--onnx needs the onnx and onnxscript packages; "
+                                "pip install 'autocompress[onnx]' (or pip install onnx onnxscript)")
+
+
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, fold: bool = True) -> None:
     """Write an ONNX model (opset of torch's dynamo exporter) with a dynamic batch
     dimension and BatchNorm folded (``fold``).  Needs the ``onnx`` and ``onnxscript``
     packages (``pip install 'autocompress[onnx]'``); AutocompressError without them."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs both)
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise AutocompressError("--onnx needs the onnx and onnxscript packages; "
-                                "pip install 'autocompress[onnx]' (or pip install onnx onnxscript)") from None
+    require_onnx()
     example = example_input.expand(2, *example_input.shape[1:]).contiguous()
     batch = torch.export.Dim("batch", min=1, max=65536)
     onnx_log = logging.getLogger("torch.onnx")

@@ -22,7 +22,7 @@ from typing import Any
 
 from .engine import SearchSettings, evaluate_trial
 from .errors import AutocompressError, SearchError
-from .runner import Pending, Search, check_failing, finished, next_trial, record, running
+from .runner import Pending, Search, check_failing, finished, next_trial, record, running, show_progress
 from .space import Space
 from .stopping import Stop
 from .trial import TrialRecord
@@ -114,9 +114,7 @@ class StrategySearcher(Searcher):
             self.history = record(self.search, pending, None, message)
         else:
             self.history = record(self.search, pending, (float(result["score"]), costs, bool(result["feasible"])))
-        if self.bar is not None:
-            self.bar.n = min(finished(self.history), self.search.trials)
-            self.bar.refresh()
+        show_progress(self.bar, self.search, self.history)
 
 
 def _dirname(trial) -> str:

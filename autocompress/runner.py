@@ -17,7 +17,8 @@ from pathlib import Path
 
 import optuna
 
-from .engine import (OBJECTIVES, SearchResult, SearchSettings, base_metrics, calibrate_latency, evaluate_trial, limits_for,
+from .engine import (OBJECTIVES, SearchResult, SearchSettings, base_metrics, calibrate_latency, evaluate_trial, finished,
+                     limits_for,
                      measured_recipe, predicted_latency, recipe_for, save_front, search_space, settings_from_config,
                      study_config)
 from .errors import AutocompressError, BudgetError, SearchError, StudyError
@@ -92,11 +93,6 @@ def prepare(workload: Workload, settings: SearchSettings, storage_url: str, name
     return Search(workload, settings, strategy, problem, study)
 
 
-def finished(history: list[TrialRecord]) -> int:
-    """Search trials that finished (scans and failures do not count toward --trials)."""
-    return sum(r.state == COMPLETE for r in search_trials(history))
-
-
 def running(history: list[TrialRecord]) -> int:
     """Search trials running now (in this or another process)."""
     return sum(r.state == RUNNING for r in search_trials(history))
@@ -163,18 +159,18 @@ def run_one(search: Search, pending: Pending) -> list[TrialRecord]:
     """Evaluate and record one pending trial in this process.  A failing candidate is
     recorded failed and the search goes on; a KeyboardInterrupt records the trial as
     interrupted (evaluated again on resume) and propagates."""
-    search.ran += 1
+    outcome, error = None, ""
     try:
         with search.study.running(pending.trial):
             outcome = evaluate(search, pending)
     except KeyboardInterrupt:
-        search.ran -= 1
         search.study.fail(pending.trial, f"{INTERRUPTED} by the user")
         raise
     except Exception as exc:  # a failing trial is recorded; the search goes on
         log.warning("trial %d failed: %s: %s", pending.number, type(exc).__name__, exc)
-        return record(search, pending, None, f"{type(exc).__name__}: {exc}")
-    return record(search, pending, outcome)
+        error = f"{type(exc).__name__}: {exc}"
+    search.ran += 1
+    return record(search, pending, outcome, error)
 
 
 def run_trials(search: Search, stop: Stop, bar=None, wait_for_others: bool = True) -> list[TrialRecord]:
@@ -184,7 +180,7 @@ def run_trials(search: Search, stop: Stop, bar=None, wait_for_others: bool = Tru
     another process is still running.  Returns the history."""
     study = search.study
     history = study.history()
-    _progress(bar, search, history)
+    show_progress(bar, search, history)
     while True:
         stop.check()  # a signal whose KeyboardInterrupt a finaliser swallowed
         check_failing(history)
@@ -196,7 +192,7 @@ def run_trials(search: Search, stop: Stop, bar=None, wait_for_others: bool = Tru
                 return history
             time.sleep(WAIT_SECONDS)
             history = study.history()
-            _progress(bar, search, history)
+            show_progress(bar, search, history)
             continue
         pending = next_trial(search, history)
         if pending is None:
@@ -205,10 +201,11 @@ def run_trials(search: Search, stop: Stop, bar=None, wait_for_others: bool = Tru
         if bar is not None:
             bar.set_description("scan" if pending.purpose == SCAN else "search")
         history = run_one(search, pending)
-        _progress(bar, search, history)
+        show_progress(bar, search, history)
 
 
-def _progress(bar, search: Search, history: list[TrialRecord]) -> None:
+def show_progress(bar, search: Search, history: list[TrialRecord]) -> None:
+    """Finished search trials and the best feasible one so far on the progress bar."""
     if bar is None:
         return
     bar.n = min(finished(history), search.trials)
