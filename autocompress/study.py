@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -27,10 +28,35 @@ from .trial import COMPLETE, FAILED, INTERRUPTED, RUNNING, SEARCH, TrialRecord
 STUDY_NAME = "autocompress"
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which process started a trial (shared studies)
 HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 120  # shared studies: a trial silent for 2 minutes is dead
+SCHEMA_ATTEMPTS = 6  # tries at opening a database another process may be creating
 _STATES = {TrialState.COMPLETE: COMPLETE, TrialState.FAIL: FAILED, TrialState.RUNNING: RUNNING}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
+
+
+def _rdb_storage(url: str, shared: bool = False) -> optuna.storages.RDBStorage:
+    """Optuna's storage at ``url`` (with heartbeats when ``shared``).  Opening creates the
+    schema; when two processes open a new database at once (a search and its workers
+    started together) one of them loses that race with an integrity or lock error, so it
+    tries again a few times.  StudyError for a URL that cannot be opened."""
+    import sqlalchemy.exc
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    heartbeat = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS} if shared else {}
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we drive them ourselves
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+            attempt += 1
+            if attempt == SCHEMA_ATTEMPTS:
+                raise StudyError(f"cannot open the study storage {url}: {type(exc).__name__}: {exc}") from None
+            time.sleep(0.5 * attempt)  # another process is creating the schema
+        except Exception as exc:  # a bad URL, a missing driver, a database that cannot be reached
+            raise StudyError(f"cannot open the study storage {url}: {type(exc).__name__}: {exc}") from None
 
 
 class Study:
@@ -44,14 +70,7 @@ class Study:
     """
 
     def __init__(self, storage_url: str, config: Mapping[str, Any], name: str = STUDY_NAME, shared: bool = False):
-        engine_kwargs = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
-        heartbeat = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS} if shared else {}
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we drive them ourselves
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=engine_kwargs, **heartbeat)
-        except Exception as exc:  # a bad URL, a missing driver, a database that cannot be reached
-            raise StudyError(f"cannot open the study storage {storage_url}: {type(exc).__name__}: {exc}") from None
+        storage = _rdb_storage(storage_url, shared)
         self.name, self.shared = name, shared
         self._study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                           load_if_exists=True)
@@ -92,7 +111,7 @@ class Study:
         study = cls.__new__(cls)
         study.name, study.shared = name, False
         try:
-            study._study = optuna.load_study(study_name=name, storage=storage_url)
+            study._study = optuna.load_study(study_name=name, storage=_rdb_storage(storage_url))
         except KeyError:
             raise StudyError(f"{storage_url} holds no autocompress study named {name!r}") from None
         return study
