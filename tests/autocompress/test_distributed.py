@@ -3,6 +3,7 @@ the Ray Tune backend (its Searcher driven in-process, plus one local-Ray smoke t
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,22 @@ def test_a_worker_without_a_started_study_says_so(tmp_path):
         run_worker(load_workload(), f"sqlite:///{tmp_path / 's.db'}", "nope", progress=False, wait=0)
 
 
+@pytest.mark.parametrize("argv, passive", [
+    (["worker", "--storage", "sqlite:///s.db"], True),
+    (["search", "--storage", "sqlite:///s.db"], True),
+    (["search"], False),  # alone on its machine: OpenMP's default (spinning) waits are fastest
+])
+def test_processes_of_a_shared_study_leave_idle_cores_to_each_other(argv, passive, monkeypatch):
+    from autocompress.cli import _share_cores, build_parser
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    _share_cores(build_parser().parse_args(argv))
+    assert os.environ.get("OMP_WAIT_POLICY") == ("PASSIVE" if passive else None)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own setting wins
+    _share_cores(build_parser().parse_args(argv))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 def _complete(url: str, name: str) -> list:
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
     return [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -50,11 +67,12 @@ def _complete(url: str, name: str) -> list:
 def test_a_search_and_a_worker_share_one_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     common = ["--storage", url, "--study", "s1", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on CI's two cores (README)
     search = subprocess.Popen([sys.executable, "-m", "autocompress", "search", "--trials", "10", "--out", "run",
                                "--strategy", "random", "--final-finetune-steps", "20", *common],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     worker = subprocess.run([sys.executable, "-m", "autocompress", "worker", *common], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env=env)
     out, err = search.communicate(timeout=600)
     assert search.returncode == 0, err
     assert worker.returncode == 0, worker.stderr
@@ -155,3 +173,30 @@ def test_without_ray_the_ray_backend_says_how_to_install_it(monkeypatch, tmp_pat
     monkeypatch.setattr(ray_tune, "ray", None)
     assert main(["search", "--backend", "ray", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert "pip install 'autocompress[ray]'" in capsys.readouterr().err
+
+
+def test_opening_a_database_another_process_is_creating_tries_again(tmp_path, monkeypatch):
+    """A search and its worker started together both create the schema; the loser of that
+    race (an IntegrityError on alembic_version, seen in this suite) opens it again."""
+    import sqlalchemy.exc
+
+    import autocompress.study as study_module
+
+    calls = {"n": 0}
+
+    class LosesTheRaceTwice(optuna.storages.RDBStorage):
+        def __init__(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] <= 2:
+                raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", LosesTheRaceTwice)
+    monkeypatch.setattr(study_module.time, "sleep", lambda seconds: None)
+    study = Study(f"sqlite:///{tmp_path / 's.db'}", {"model": "m"}, shared=True)
+    assert calls["n"] == 3 and study.history() == []
+
+
+def test_a_storage_that_cannot_be_opened_is_one_study_error(tmp_path):
+    with pytest.raises(StudyError, match="cannot open the study storage nosuchdialect://x"):
+        Study("nosuchdialect://x", {"model": "m"})
