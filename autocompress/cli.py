@@ -127,10 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="measure this machine's ops and fit a learned latency model",
                        description="Time random convolution, pointwise, depthwise and linear ops on this machine, "
                                    "fit one regressor per kind (with adaptive sampling around badly predicted "
-                                   "ops) and save it (JSON) where latency budgets on this target will use it.")
+                                   "ops), then time the built-in zoo models whole, compressed at random, to learn "
+                                   "what runs between the layers; save it (JSON) where latency budgets on this "
+                                   "target will use it.")
     p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="device to profile (default cpu)")
     p.add_argument("--samples", type=int, default=150, metavar="N", help="first samples per op kind (default 150)")
     p.add_argument("--rounds", type=int, default=2, metavar="N", help="adaptive sampling rounds (default 2)")
+    p.add_argument("--ops-only", action="store_true",
+                   help="skip the whole-model measurements (totals are then the sum of the ops)")
     p.add_argument("--out", metavar="FILE.json", help="where to save (default: the cache folder, used by searches)")
 
     r = sub.add_parser("report", help="write report.html and PNGs for a search folder",
@@ -195,15 +199,14 @@ def _report(args) -> int:
 
 def _profile(args) -> int:
     from .errors import AutocompressError
-    from .latency_models.learned import profile
-    from .latency_models.measured import MeasuredLatency, device_key
+    from .latency_models.measured import device_key
     from .latency_models.registry import learned_path
+    from .profiling import PROFILE_MODELS, profile_device
 
     if args.samples < 10 or args.rounds < 0:
         raise AutocompressError("--samples must be 10 or more and --rounds zero or more")
-    measured = MeasuredLatency(args.target, device=args.target)
-    model = profile(measured.predict_op, f"learned-{args.target}", device_key(args.target), args.samples, args.rounds,
-                    progress=lambda line: print(f"profile: {line}", flush=True))
+    model = profile_device(args.target, args.samples, args.rounds, models=() if args.ops_only else PROFILE_MODELS,
+                           progress=lambda line: print(f"profile: {line}", flush=True))
     path = Path(args.out) if args.out else learned_path(args.target)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)

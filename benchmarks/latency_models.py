@@ -4,12 +4,15 @@ latency budget measured on the exported model, and predicted speedups per target
     python benchmarks/latency_models.py [--samples 150] [--rounds 2] [--held-out 40] [--part all]
 
 Parts (``--part``):
-- ``learned``: fit ``autocompress profile``'s model on this CPU (random ops, adaptive
-  sampling), then on held-out configurations (fresh random ops of every kind, and the
-  layers of zoo models compressed at random settings, none used in fitting): MAPE, share
-  within +-10% and +-5%, Spearman.  The measurement noise floor is the same statistics
-  between two independent measurements of the same ops.  Whole models: the sum of the
-  per-op predictions against the measured latency of the exported model (BN folded).
+- ``learned``: fit ``autocompress profile``'s model on this CPU (random ops and the layers
+  of the zoo models it profiles, adaptive sampling, whole models for what runs between the
+  layers), then on held-out configurations (fresh random ops of every kind; the layers of
+  the profiled zoo architectures compressed at other random settings; the layers of zoo
+  architectures the profile never saw): MAPE, share within +-10% and +-5%, Spearman.  The
+  measurement noise floor is the same statistics between two independent measurements of
+  the same ops.  Whole models (exported as ``apply`` exports them, batch 1/8/32): the
+  learned total (ops plus between the layers) and the sum of the ops alone against the
+  measured latency, with the noise floor of two measurements.
 - ``budget``: ``latency=0.5@cpu`` on ResNet-20 at batch 32 (``--latency-batch 32``;
   uniform strategy, 1 trial, no fine-tune): the exported model's measured latency against
   the exported base, side by side (both as ``apply`` exports them).
@@ -33,15 +36,16 @@ from autocompress import zoo
 from autocompress.api import search
 from autocompress.engine import export_model, replay
 from autocompress.latency_models import get_latency_model, target_names
-from autocompress.latency_models.learned import profile, random_op
+from autocompress.latency_models.learned import random_op
 from autocompress.latency_models.measured import MeasuredLatency, device_key, measure_cpu_latency
 from autocompress.ops import space_ops
+from autocompress.profiling import PROFILE_MODELS, compressed_zoo, profile_device, whole_model_samples
 from autocompress.recipe import Recipe
 from autocompress.spaces import build_space
 from autocompress.workload import Workload
 
 KINDS = ("conv", "pointwise", "depthwise", "linear")
-MODELS = ("resnet20", "vgg_small", "mobilenetv2_small", "lenet5", "densenet_small")
+UNSEEN_MODELS = ("se_net", "vit_tiny")
 
 
 def stats(predicted, measured) -> dict[str, float]:
@@ -56,25 +60,12 @@ def row(name, s) -> str:
             f"{s['spearman']:.3f} |")
 
 
-def zoo_ops(rng: np.random.Generator, count: int):
-    """Ops of zoo models compressed at random channel settings."""
-    out = []
-    for i in range(count):
-        name = MODELS[i % len(MODELS)]
-        model = zoo.build_model(name) if hasattr(zoo, "build_model") else getattr(zoo, name)()
-        x = zoo.example_input(name)
-        space = build_space(model, x)
-        candidate = {k.name: float(rng.uniform(0.2, 1.0)) for k in space.knobs if k.kind == "channels"}
-        out.append((name, model, x, space, space.resolve(candidate)))
-    return out
-
-
 def part_learned(args) -> None:
     measured = MeasuredLatency("cpu", cache=str(Path(args.tmp) / "fit-cache.json"), repeats=args.repeats)
     start = time.perf_counter()
-    learned = profile(measured.predict_op, "learned-cpu", device_key("cpu"), args.samples, args.rounds,
-                      seed=args.seed, progress=lambda line: print("  profile:", line, flush=True))
-    print(f"fitted in {time.perf_counter() - start:.0f} s")
+    learned = profile_device("cpu", args.samples, args.rounds, seed=args.seed, measured=measured,
+                             progress=lambda line: print("  profile:", line, flush=True))
+    print(f"profiled in {time.perf_counter() - start:.0f} s; between the layers: {learned.glue}")
     learned.save(Path(args.tmp) / "learned-cpu.json")
     rng = np.random.default_rng(args.seed + 1000)
     # held-out ops, each measured twice (fresh caches) for the noise floor
@@ -82,39 +73,42 @@ def part_learned(args) -> None:
     second = MeasuredLatency("cpu", cache=str(Path(args.tmp) / "held2.json"), repeats=args.repeats)
     print("\n| held-out set | ops | MAPE | within ±10% | within ±5% | Spearman |\n|---|---:|---:|---:|---:|---:|")
     everything = {"pred": [], "m1": [], "m2": []}
-    for kind in KINDS:
-        ops = [(random_op(kind, rng), int(rng.choice([1, 8, 32]))) for _ in range(args.held_out)]
+
+    def held_out(label, ops):
         pred = [learned.predict_op(op, b) for op, b in ops]
         m1 = [first.predict_op(op, b) for op, b in ops]
         m2 = [second.predict_op(op, b) for op, b in ops]
         for k, v in (("pred", pred), ("m1", m1), ("m2", m2)):
             everything[k] += v
-        print(row(f"random {kind} ops: learned", stats(pred, m1)))
-        print(row(f"random {kind} ops: noise floor (2nd measurement)", stats(m2, m1)))
-    models = zoo_ops(rng, args.models)
-    layer_pred, layer_m1, layer_m2, whole_pred, whole_meas, whole_names = [], [], [], [], [], []
-    for name, model, x, space, settings in models:
-        ops = [op for op in space_ops(space, settings)]
-        layer_pred += [learned.predict_op(op, 1) for op in ops]
-        layer_m1 += [first.predict_op(op, 1) for op in ops]
-        layer_m2 += [second.predict_op(op, 1) for op in ops]
-        from autocompress.compress import bake, compress
+        print(row(f"{label}: learned", stats(pred, m1)))
+        print(row(f"{label}: noise floor (2nd measurement)", stats(m2, m1)))
 
-        small = bake(compress(model, space, settings, x))
-        with tempfile.TemporaryDirectory() as folder:
-            export_model(small, x, Path(folder) / "m.pt2")
-            program = torch.export.load(str(Path(folder) / "m.pt2")).module()
-            whole_meas.append(statistics.median(measure_cpu_latency(program, x, repeats=args.repeats * 2)
-                                                for _ in range(3)))
-        whole_pred.append(sum(learned.predict_op(op, 1) for op in ops))
-        whole_names.append(name)
-    print(row("layers of compressed zoo models: learned", stats(layer_pred, layer_m1)))
-    print(row("layers of compressed zoo models: noise floor", stats(layer_m2, layer_m1)))
-    print(row("all held-out layers: learned", stats(everything["pred"] + layer_pred, everything["m1"] + layer_m1)))
-    print(row("whole compressed models (sum of ops vs exported model)", stats(whole_pred, whole_meas)))
-    print("\n| model | predicted ms (sum of ops) | measured ms (exported) | ratio |\n|---|---:|---:|---:|")
-    for n, p, m in zip(whole_names, whole_pred, whole_meas):
-        print(f"| {n} | {p:.3f} | {m:.3f} | {p / m:.2f} |")
+    for kind in KINDS:
+        held_out(f"random {kind} ops", [(random_op(kind, rng), int(rng.choice([1, 8, 32]))) for _ in range(args.held_out)])
+    # zoo models never measured in the profile: other random compressions of the profiled
+    # architectures, and architectures the profile never saw
+    seen = compressed_zoo(PROFILE_MODELS, args.models, rng, base=False)
+    unseen = compressed_zoo(UNSEEN_MODELS, args.models, rng)
+    for label, items in (("layers of compressed profiled models", seen), ("layers of unseen models", unseen)):
+        held_out(label, [(op, b) for *_, ops in items for op in ops for b in (1, 32)])
+    print(row("all held-out layers: learned", stats(everything["pred"], everything["m1"])))
+    print("\n| whole models (exported), batch 1/8/32 | models | MAPE | within ±10% | within ±5% | Spearman |"
+          "\n|---|---:|---:|---:|---:|---:|")
+    for label, items in (("compressed profiled architectures", seen), ("unseen architectures", unseen)):
+        m1 = whole_model_samples(items, repeats=args.repeats)
+        m2 = whole_model_samples(items, repeats=args.repeats)
+        measured_ms = [ms for *_, ms in m1]
+        print(row(f"{label}: learned (ops + between the layers)",
+                  stats([learned.total(ops, b) for ops, b, _ in m1], measured_ms)))
+        print(row(f"{label}: sum of the ops alone", stats([sum(learned.predict_op(op, b) for op in ops)
+                                                         for ops, b, _ in m1], measured_ms)))
+        print(row(f"{label}: noise floor (2nd measurement)", stats([ms for *_, ms in m2], measured_ms)))
+        print("\n| model | batch | predicted ms | measured ms | ratio |\n|---|---:|---:|---:|---:|")
+        names = [name for name, *_ in items for _ in (1, 8, 32)]
+        for name, (ops, b, ms) in zip(names, m1):
+            p = learned.total(ops, b)
+            print(f"| {name} | {b} | {p:.3f} | {ms:.3f} | {p / ms:.2f} |")
+        print()
 
 
 def part_budget(args) -> None:
@@ -173,7 +167,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--held-out", type=int, default=40)
-    parser.add_argument("--models", type=int, default=10)
+    parser.add_argument("--models", type=int, default=1, help="held-out compressions per zoo model (default 1)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--budget-rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=32, help="batch of the latency budget part (default 32)")

@@ -1,12 +1,20 @@
 """A learned latency model (nn-Meter's approach): one regressor per op kind, fitted on
 measured ops, stored as JSON with a schema version (never pickle).
 
-Features per op: log2 of the batch x positions, output channels, reduction length,
-groups, input positions, input channels, FLOPs and bytes, plus kernel area and stride.
-The regressor is scikit-learn's HistGradientBoostingRegressor on log(ms), with
-monotonic constraints on the work features, so more work is never predicted faster
-within one op kind.  Its trees are written out as plain arrays and evaluated here with
-numpy, so a model fitted today loads with tomorrow's libraries.
+Features per op (``FEATURES_VERSION`` 2): log2 of the batch x positions, output channels,
+reduction length, groups, input positions, input channels, FLOPs and bytes, kernel area
+and stride; then log2 of the batch, the FLOPs with channels padded to the CPU kernels'
+block of 8 (oneDNN's AVX2 blocking: 9 channels cost what 16 do), the padded channel
+counts and the output and input elements.  The regressor is scikit-learn's
+HistGradientBoostingRegressor on log(ms), with monotonic constraints on every work
+feature, so more work is never predicted faster within one op kind.  Its trees are
+written out as plain arrays and evaluated here with numpy, so a model fitted today loads
+with tomorrow's libraries.
+
+What runs between the layers (activations, additions, pooling, the per-node dispatch) is
+not an op: ``fit_glue`` fits it on whole models measured at profile time as
+``c0 + c_ops x ops + c_elements x output elements`` (non-negative least squares), and
+``total`` adds it to the sum of the ops (the "(between the layers)" row of a report).
 """
 from __future__ import annotations
 
@@ -16,11 +24,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..ops import Op
-from .base import LatencyModel
+from .base import LatencyModel, LatencyReport
 
 FEATURES = ("positions", "n", "k", "groups", "in_positions", "in_channels", "flops", "bytes", "kernel_area",
-            "stride")
-MONOTONE = (1, 1, 1, 0, 1, 1, 1, 1, 0, 0)
+            "stride", "batch", "padded_flops", "padded_out_channels", "padded_in_channels", "out_elements",
+            "in_elements")
+MONOTONE = (1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1)
+FEATURES_VERSION = 2  # saved models record it; a model fitted on other features is refused
+BLOCK = 8  # channels per block of the CPU's convolution and GEMM kernels (oneDNN, AVX2 fp32)
 
 
 def op_kind(op: Op) -> str:
@@ -34,22 +45,50 @@ def op_kind(op: Op) -> str:
     return "conv"
 
 
+def _padded(channels: int) -> int:
+    return -(-channels // BLOCK) * BLOCK
+
+
 def features(op: Op, batch: int) -> list[float]:
+    """The regressor's inputs for ``op`` at ``batch`` (``FEATURES``, in that order)."""
     stride = op.geometry[2] * op.geometry[3] if op.geometry else 1
     data = batch * (op.in_positions * op.in_channels + op.m * op.n * op.groups) + op.n * op.k * op.groups
+    area = op.kernel[0] * op.kernel[1]
+    out_channels = op.n * op.groups
+    if not op.geometry:  # a GEMM: (batch x m, k) @ (k, n)
+        padded_out, padded_in = _padded(op.n), _padded(op.k)
+        padded_flops = 2 * batch * op.m * padded_out * padded_in
+    elif op.groups > 1:  # a grouped / depthwise convolution: channels are blocked, each group's k is not
+        padded_out = padded_in = _padded(out_channels)
+        padded_flops = 2 * batch * op.m * padded_out * (op.k // area) * area
+    else:
+        padded_out, padded_in = _padded(out_channels), _padded(op.in_channels)
+        padded_flops = 2 * batch * op.m * padded_out * padded_in * area
     values = (batch * op.m, op.n, op.k, op.groups, batch * op.in_positions, op.in_channels, batch * op.flops, data)
-    return [math.log2(max(v, 1)) for v in values] + [float(op.kernel[0] * op.kernel[1]), float(stride)]
+    extra = (batch, padded_flops, padded_out, padded_in, batch * op.m * out_channels,
+             batch * op.in_positions * op.in_channels)
+    return ([math.log2(max(v, 1)) for v in values] + [float(area), float(stride)]
+            + [math.log2(max(v, 1)) for v in extra])
 
 
 class LearnedLatency(LatencyModel):
-    """Per-kind boosted trees over op features, predicting milliseconds."""
+    """Per-kind boosted trees over op features, predicting milliseconds, plus what runs
+    between the layers (``glue``: ``{"c0", "c_ops", "c_elements"}``, ms, ms per op, ms per
+    million output elements) when the profile measured whole models."""
 
     kind = "learned"
 
-    def __init__(self, name: str, device: str = "", kinds: dict[str, dict[str, Any]] | None = None):
+    def __init__(self, name: str, device: str = "", kinds: dict[str, dict[str, Any]] | None = None,
+                 glue: dict[str, float] | None = None, features: int = FEATURES_VERSION):
         super().__init__(name)
+        if features != FEATURES_VERSION:
+            from ..errors import BudgetError
+
+            raise BudgetError(f"latency model {name!r} was fitted on features of version {features} (this "
+                              f"autocompress uses {FEATURES_VERSION}); run `autocompress profile` again")
         self.device = device
         self.kinds = kinds or {}
+        self.glue = dict(glue or {})
 
     # ----- prediction (numpy only) -------------------------------------------------------
     def predict_op(self, op: Op, batch: int = 1) -> float:
@@ -63,8 +102,51 @@ class LearnedLatency(LatencyModel):
         log_ms = model["baseline"] + sum(_tree_value(tree, x) for tree in model["trees"])
         return float(math.exp(log_ms))
 
+    def between_layers(self, ops: Sequence[Op], batch: int = 1) -> float:
+        """Milliseconds of what runs between the layers of a model made of ``ops`` (0
+        without a fitted glue): never negative, more with more ops and more elements."""
+        if not self.glue:
+            return 0.0
+        ops_count, elements = glue_features(ops, batch)
+        return self.glue["c0"] + self.glue["c_ops"] * ops_count + self.glue["c_elements"] * elements
+
+    def total(self, ops, batch: int = 1) -> float:
+        ops = list(ops)
+        return super().total(ops, batch) + self.between_layers(ops, batch)
+
+    def predict(self, ops, batch: int = 1) -> LatencyReport:
+        ops = list(ops)
+        report = super().predict(ops, batch)
+        if self.glue:
+            report.rows.append({"layer": "(between the layers)", "kind": "-", "m": 0, "n": 0, "k": 0, "groups": 0,
+                                "bits": 0, "ms": self.between_layers(ops, batch)})
+        return report
+
     def params(self) -> dict[str, Any]:
-        return {"device": self.device, "kinds": self.kinds}
+        return {"device": self.device, "kinds": self.kinds, "glue": self.glue, "features": FEATURES_VERSION}
+
+
+def glue_features(ops: Sequence[Op], batch: int = 1) -> tuple[float, float]:
+    """What the between-the-layers time scales with: the number of ops and the millions of
+    elements they write (each is read and written again by the activation, addition or
+    pooling after it)."""
+    return float(len(ops)), 1e-6 * batch * sum(op.m * op.n * op.groups for op in ops)
+
+
+def fit_glue(model: LearnedLatency, samples: Sequence[tuple[Sequence[Op], int, float]]) -> dict[str, float]:
+    """Fit ``model``'s between-the-layers term on ``(ops, batch, measured whole-model ms)``
+    samples: non-negative least squares on what the summed op predictions leave over,
+    each model weighted by 1 / its latency (relative errors count, not milliseconds)."""
+    from scipy.optimize import nnls
+
+    rows, rest, weights = [], [], []
+    for ops, batch, ms in samples:
+        rows.append([1.0, *glue_features(ops, batch)])
+        rest.append(ms - sum(model.predict_op(op, batch) for op in ops))
+        weights.append(1.0 / ms)
+    w = np.array(weights)
+    coef, _ = nnls(np.array(rows) * w[:, None], np.array(rest) * w)
+    return {"c0": float(coef[0]), "c_ops": float(coef[1]), "c_elements": float(coef[2]), "models": len(samples)}
 
 
 def _tree_value(tree: dict[str, list], x: Sequence[float]) -> float:
@@ -108,8 +190,9 @@ def random_op(kind: str, rng: np.random.Generator) -> Op:
     def channels() -> int:
         return int(rng.choice([int(v) for v in np.unique(np.geomspace(1, 512, 60).astype(int))]))
 
-    if kind == "linear":
-        k, n, m = channels() * int(rng.choice([1, 2, 4])), channels(), 1
+    if kind == "linear":  # one row per sample (an MLP, a classifier) or a token sequence (a transformer)
+        k, n = channels() * int(rng.choice([1, 2, 4])), channels()
+        m = 1 if rng.random() < 0.5 else int(rng.choice([4, 16, 49, 64, 65, 196, 256]))
         return Op("sample", "linear", m, n, k, 1, m, k)
     size = int(rng.choice([4, 7, 8, 14, 16, 28, 32, 56]))
     stride = int(rng.choice([1, 1, 1, 2]))
@@ -132,13 +215,18 @@ def random_op(kind: str, rng: np.random.Generator) -> Op:
 
 def profile(measure: Callable[[Op, int], float], name: str, device: str, samples_per_kind: int = 150,
             rounds: int = 2, batches: Sequence[int] = (1, 8, 32), seed: int = 0,
-            progress: Callable[[str], None] | None = None) -> LearnedLatency:
-    """Measure random ops, fit, then adaptive sampling: measure fresh ops, keep the worst
-    predicted half and their neighbours, refit (``rounds`` times)."""
+            progress: Callable[[str], None] | None = None, extra: Sequence[tuple[Op, int]] = (),
+            remeasure: Callable[[Op, int], float] | None = None) -> LearnedLatency:
+    """Measure random ops (and the ``extra`` ``(op, batch)`` pairs, e.g. the layers of real
+    models), fit, then adaptive sampling: measure fresh ops, keep the worst predicted half
+    and their neighbours, refit (``rounds`` times).  Finally, with ``remeasure`` (a fresh
+    timing), every sample measured over 10% slower than predicted is timed again and the
+    faster time kept before the last fit: other processes only ever add time, and on a
+    shared machine they do so in bursts that spoil a run of consecutive samples."""
     rng = np.random.default_rng(seed)
     kinds = {}
     for kind in ("conv", "pointwise", "depthwise", "linear"):
-        data = []
+        data = [(op, batch, measure(op, batch)) for op, batch in extra if op_kind(op) == kind]
         for _ in range(samples_per_kind):
             op, batch = random_op(kind, rng), int(rng.choice(batches))
             data.append((op, batch, measure(op, batch)))
@@ -157,6 +245,14 @@ def profile(measure: Callable[[Op, int], float], name: str, device: str, samples
             model = LearnedLatency(name, device, {kind: fit_kind(data, seed)})
             if progress:
                 progress(f"{kind}: round {r + 1}/{rounds}, {len(data)} samples")
+        if remeasure:
+            suspects = [i for i, (op, batch, ms) in enumerate(data) if ms > 1.1 * model.predict_op(op, batch)]
+            for i in suspects:
+                op, batch, ms = data[i]
+                data[i] = (op, batch, min(ms, remeasure(op, batch)))
+            model = LearnedLatency(name, device, {kind: fit_kind(data, seed)})
+            if progress:
+                progress(f"{kind}: {len(suspects)} samples slower than predicted timed again")
         kinds[kind] = model.kinds[kind]
     return LearnedLatency(name, device, kinds)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import yaml
@@ -13,6 +14,7 @@ from .learned import LearnedLatency
 
 KINDS = {GPURoofline.kind: GPURoofline, SystolicArray.kind: SystolicArray, LearnedLatency.kind: LearnedLatency}
 MEASURED = ("cpu", "cuda")
+log = logging.getLogger(__name__)
 
 
 def target_names() -> list[str]:
@@ -37,9 +39,13 @@ def get_latency_model(target: str) -> LatencyModel:
 
         path = learned_path(target)
         if path.is_file():
-            model = load_latency_model(path)
-            if getattr(model, "device", None) == device_key(target):
-                return model
+            try:
+                model = load_latency_model(path)
+            except BudgetError as exc:  # fitted by an older autocompress: measure instead, and say so
+                log.warning("%s; timing ops instead", exc)
+            else:
+                if getattr(model, "device", None) == device_key(target):
+                    return model
         return MeasuredLatency(target, device=target)
     if target in table:
         return from_fields(target, table[target])
@@ -75,4 +81,7 @@ def model_from_dict(data: dict, source: str = "latency model") -> LatencyModel:
         return CalibratedLatency(data["name"], model_from_dict(params.pop("inner"), source), **params)
     if data.get("kind") not in KINDS:
         raise BudgetError(f"{source}: unknown latency model kind {data.get('kind')!r}")
-    return KINDS[data["kind"]](data["name"], **data["params"])
+    params = dict(data["params"])
+    if data["kind"] == LearnedLatency.kind:
+        params.setdefault("features", 1)  # saved before features were versioned
+    return KINDS[data["kind"]](data["name"], **params)
