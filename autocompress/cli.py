@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "what runs between the layers; save it (JSON) where latency budgets on this "
                                    "target will use it.")
     p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="device to profile (default cpu)")
-    p.add_argument("--samples", type=int, default=150, metavar="N", help="first samples per op kind (default 150)")
+    p.add_argument("--samples", type=int, default=300, metavar="N", help="first samples per op kind (default 300)")
     p.add_argument("--rounds", type=int, default=2, metavar="N", help="adaptive sampling rounds (default 2)")
     p.add_argument("--ops-only", action="store_true",
                    help="skip the whole-model measurements (totals are then the sum of the ops)")

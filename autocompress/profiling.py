@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import zoo
-from .latency_models.learned import LearnedLatency, fit_glue, profile
+from .latency_models.learned import SAMPLES_PER_KIND, LearnedLatency, fit_glue, profile
 from .latency_models.measured import MeasuredLatency, device_key, measure_cpu_latency
 from .ops import Op, space_ops
 
@@ -73,7 +73,7 @@ def whole_model_samples(items: Sequence[tuple], batches: Sequence[int] = BATCHES
     return samples
 
 
-def profile_device(target: str = "cpu", samples_per_kind: int = 150, rounds: int = 2, seed: int = 0,
+def profile_device(target: str = "cpu", samples_per_kind: int = SAMPLES_PER_KIND, rounds: int = 2, seed: int = 0,
                    measured: MeasuredLatency | None = None, models: Sequence[str] = PROFILE_MODELS,
                    per_model: int = 2, progress: Callable[[str], None] | None = None) -> LearnedLatency:
     """This machine's learned latency model for ``target``: random ops and the layers of

@@ -1,7 +1,7 @@
 """Latency models: accuracy of the learned CPU model on held-out ops and whole models, a
 latency budget measured on the exported model, and predicted speedups per target.
 
-    python benchmarks/latency_models.py [--samples 150] [--rounds 2] [--held-out 40] [--part all]
+    python benchmarks/latency_models.py [--samples 300] [--rounds 2] [--held-out 40] [--part all]
 
 Parts (``--part``):
 - ``learned``: fit ``autocompress profile``'s model on this CPU (random ops and the layers
@@ -36,7 +36,7 @@ from autocompress import zoo
 from autocompress.api import search
 from autocompress.engine import export_model, replay
 from autocompress.latency_models import get_latency_model, target_names
-from autocompress.latency_models.learned import random_op
+from autocompress.latency_models.learned import SAMPLES_PER_KIND, random_op
 from autocompress.latency_models.measured import MeasuredLatency, device_key, measure_cpu_latency
 from autocompress.ops import space_ops
 from autocompress.profiling import PROFILE_MODELS, compressed_zoo, profile_device, whole_model_samples
@@ -164,7 +164,7 @@ def part_targets(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=150)
+    parser.add_argument("--samples", type=int, default=SAMPLES_PER_KIND, help="as autocompress profile (default 300)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--models", type=int, default=1, help="held-out compressions per zoo model (default 1)")

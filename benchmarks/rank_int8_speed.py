@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -25,19 +24,12 @@ from autocompress.api import apply, search
 from autocompress.compress.int8 import to_int8
 from autocompress.engine import export_model
 from autocompress.evaluators import count_flops
+from autocompress.latency_models.measured import run_times
 from autocompress.recipe import Recipe
 
 
 def latency_ms(model, x: torch.Tensor, repeats: int) -> float:
-    with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(run_times(model, x, repeats, warmup=3))
 
 
 def side_by_side(models: dict, x: torch.Tensor, repeats: int, rounds: int) -> dict[str, float]:

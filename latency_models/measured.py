@@ -24,31 +24,43 @@ from ..ops import Op
 from .base import LatencyModel
 
 
+def run_times(model: nn.Module, example_input: torch.Tensor, repeats: int, warmup: int,
+              threads: int | None = None, cuda: bool = False) -> list[float]:
+    """Seconds of each of ``repeats`` runs of ``model(example_input)`` after ``warmup``
+    runs, under inference mode, with torch's intra-op threads fixed at ``threads`` for
+    the measurement (restored after); ``cuda`` synchronises around every run."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        times = []
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(example_input)
+            for _ in range(repeats):
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                model(example_input)
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+        return times
+    finally:
+        torch.set_num_threads(previous)
+
+
 def measure_cpu_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 50,
                         warmup: int = 10, threads: int | None = None) -> float:
     """Median latency in milliseconds of ``model(example_input)`` after ``warmup`` runs.
 
     ``threads`` fixes torch's intra-op thread count for the measurement (restored after).
     """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     try:
-        try:
-            model.eval()
-        except NotImplementedError:  # a loaded torch.export program: already in eval mode
-            pass
-        times = []
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(example_input)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(example_input)
-                times.append(time.perf_counter() - start)
-        return 1e3 * statistics.median(times)
-    finally:
-        torch.set_num_threads(previous)
+        model.eval()
+    except NotImplementedError:  # a loaded torch.export program: already in eval mode
+        pass
+    return 1e3 * statistics.median(run_times(model, example_input, repeats, warmup, threads))
 
 
 def op_module(op: Op, batch: int, device: str = "cpu") -> tuple[nn.Module, torch.Tensor]:
@@ -132,23 +144,7 @@ class MeasuredLatency(LatencyModel):
     def measure(self, op: Op, batch: int = 1) -> float:
         """Time ``op`` now (no cache)."""
         module, x = op_module(op, batch, self.device)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                for _ in range(self.warmup):
-                    module(x)
-                times = []
-                for _ in range(self.repeats):
-                    if self.device == "cuda":
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    module(x)
-                    if self.device == "cuda":
-                        torch.cuda.synchronize()
-                    times.append(time.perf_counter() - start)
-        finally:
-            torch.set_num_threads(previous)
+        times = run_times(module, x, self.repeats, self.warmup, self.threads, cuda=self.device == "cuda")
         # the fastest repeat: other processes only ever add time, so on a shared machine the
         # minimum repeats best from one measurement to the next (BENCHMARKS.md, latency models)
         return 1e3 * min(times)
