@@ -161,11 +161,18 @@ class Study:
             attrs["retry_of"] = int(retry_of)
         if channel_order:
             attrs["channel_order"] = {g: [int(i) for i in o] for g, o in channel_order.items()}
-        self._study.enqueue_trial(dict(candidate), user_attrs=attrs, skip_if_exists=False)
-        distributions = {k.name: optuna.distributions.FloatDistribution(k.low, k.high) for k in space.knobs}
-        with warnings.catch_warnings():  # "heartbeat ... supposed to be used with Study.optimize": see running()
-            warnings.simplefilter("ignore", UserWarning)
-            return self._study.ask(distributions)
+        knobs = {k.name: k for k in space.knobs}
+        distributions = {name: optuna.distributions.FloatDistribution(min(knobs[name].low, float(v)),
+                                                                      max(knobs[name].high, float(v)))
+                         for name, v in candidate.items()}  # a value a hair outside its knob is kept, not refused
+        # Created running, in one insert: Optuna's enqueue-then-ask hands a waiting trial to
+        # whichever process asks first, and on SQLite two processes can both take the same one
+        # (its read-then-write is not atomic there), so shared studies got trials twice and
+        # with another process's settings.
+        template = optuna.trial.create_trial(state=TrialState.RUNNING, params=dict(candidate),
+                                             distributions=distributions, user_attrs=attrs)
+        trial_id = self._study._storage.create_new_trial(self._study._study_id, template_trial=template)
+        return optuna.Trial(self._study, trial_id)
 
     @contextlib.contextmanager
     def running(self, trial: optuna.Trial) -> Iterator[None]:
