@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -246,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import AutocompressError
     from .stopping import stop_on_signals
 
-    _share_cores(args)
     try:
         with stop_on_signals():
             return {"search": _search, "apply": _apply, "show": _show, "latency": _latency, "profile": _profile,
@@ -258,16 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\nautocompress: interrupted; finished trials are kept, run the same command to resume",
               file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
-
-
-def _share_cores(args) -> None:
-    """Processes of one shared study often run side by side on one machine.  OpenMP threads
-    that spin while they wait then starve the other processes' threads (a search and one
-    worker on 2 cores: 67-110 s spinning, 24-36 s passive, 12 s for the search alone), so
-    such processes wait passively unless the user set OMP_WAIT_POLICY.  Set before torch
-    loads OpenMP; no effect after."""
-    if args.command == "worker" or (args.command == "search" and getattr(args, "storage", None)):
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _search(args) -> int:

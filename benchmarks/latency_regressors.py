@@ -4,7 +4,10 @@ Refits the learned model's training samples with other scikit-learn regressors a
 each on the held-out random ops, all from the measurements ``latency_models.py --part
 learned --keep DIR`` left in DIR (nothing is measured again: the profile is replayed from
 DIR's cache, which reproduces its samples exactly, and the held-out ops are drawn with the
-same seed).  Prints MAPE and the share within +-10% per op kind and regressor.
+same seed).  Prints MAPE and the share within +-10% per op kind and regressor.  The
+replay covers the random ops and their adaptive rounds only: the real-model layers and
+re-timed samples ``autocompress profile`` adds since features version 2 are left out, so
+ops the replay picks differently are timed afresh.
 
     python benchmarks/latency_models.py --part learned --keep /tmp/latkeep
     python benchmarks/latency_regressors.py --keep /tmp/latkeep
