@@ -17,12 +17,11 @@ import numpy as np
 import torch
 
 from . import zoo
-from .latency_models.learned import SAMPLES_PER_KIND, LearnedLatency, fit_glue, profile
+from .latency_models.learned import BATCHES, SAMPLES_PER_KIND, LearnedLatency, fit_glue, profile
 from .latency_models.measured import MeasuredLatency, device_key, measure_cpu_latency
 from .ops import Op, space_ops
 
 PROFILE_MODELS = ("lenet5", "lenet300_100", "vgg_small", "resnet20", "mobilenetv2_small", "densenet_small")
-BATCHES = (1, 8, 32)
 
 
 def compressed_zoo(names: Sequence[str], per_model: int, rng: np.random.Generator, base: bool = True) -> list[tuple]:

@@ -18,8 +18,7 @@ from pathlib import Path
 import optuna
 
 from .engine import (OBJECTIVES, SearchResult, SearchSettings, base_metrics, calibrate_latency, evaluate_trial, finished,
-                     limits_for,
-                     measured_recipe, predicted_latency, recipe_for, save_front, search_space, settings_from_config,
+                     limits_for, measured_recipe, predicted_latency, recipe_for, save_front, search_space, settings_from_config,
                      study_config)
 from .errors import AutocompressError, BudgetError, SearchError, StudyError
 from .search import Problem, Strategy, as_proposal, check_reachable, get_strategy, project

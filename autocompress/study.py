@@ -44,19 +44,16 @@ def _rdb_storage(url: str, shared: bool = False) -> optuna.storages.RDBStorage:
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     heartbeat = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS} if shared else {}
-    attempt = 0
-    while True:
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we drive them ourselves
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
-            attempt += 1
-            if attempt == SCHEMA_ATTEMPTS:
+        except Exception as exc:  # a bad URL, a missing driver, a database that cannot be reached
+            racing = isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError))
+            if not racing or attempt == SCHEMA_ATTEMPTS:
                 raise StudyError(f"cannot open the study storage {url}: {type(exc).__name__}: {exc}") from None
             time.sleep(0.5 * attempt)  # another process is creating the schema
-        except Exception as exc:  # a bad URL, a missing driver, a database that cannot be reached
-            raise StudyError(f"cannot open the study storage {url}: {type(exc).__name__}: {exc}") from None
 
 
 class Study:

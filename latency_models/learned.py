@@ -30,6 +30,7 @@ FEATURES = ("positions", "n", "k", "groups", "in_positions", "in_channels", "flo
             "stride", "batch", "padded_flops", "padded_out_channels", "padded_in_channels", "out_elements",
             "in_elements")
 MONOTONE = (1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1)
+BATCHES = (1, 8, 32)  # batch sizes ops (and whole models) are profiled at
 SAMPLES_PER_KIND = 300  # first random samples per op kind (BENCHMARKS.md: 300 beat 150, 51% vs 46% within 10%)
 FEATURES_VERSION = 2  # saved models record it; a model fitted on other features is refused
 BLOCK = 8  # channels per block of the CPU's convolution and GEMM kernels (oneDNN, AVX2 fp32)
@@ -215,7 +216,7 @@ def random_op(kind: str, rng: np.random.Generator) -> Op:
 
 
 def profile(measure: Callable[[Op, int], float], name: str, device: str, samples_per_kind: int = SAMPLES_PER_KIND,
-            rounds: int = 2, batches: Sequence[int] = (1, 8, 32), seed: int = 0,
+            rounds: int = 2, batches: Sequence[int] = BATCHES, seed: int = 0,
             progress: Callable[[str], None] | None = None, extra: Sequence[tuple[Op, int]] = (),
             remeasure: Callable[[Op, int], float] | None = None) -> LearnedLatency:
     """Measure random ops (and the ``extra`` ``(op, batch)`` pairs, e.g. the layers of real

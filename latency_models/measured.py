@@ -149,9 +149,13 @@ class MeasuredLatency(LatencyModel):
         # minimum repeats best from one measurement to the next (BENCHMARKS.md, latency models)
         return 1e3 * min(times)
 
+    @staticmethod
+    def _cache_key(op: Op, batch: int) -> str:
+        return f"{op.signature()}|b={batch}"
+
     def predict_op(self, op: Op, batch: int = 1) -> float:
         cache = self._load()
-        key = f"{op.signature()}|b={batch}"
+        key = self._cache_key(op, batch)
         if key not in cache:
             cache[key] = self.measure(op, batch)
             self._store()
@@ -161,7 +165,7 @@ class MeasuredLatency(LatencyModel):
         """Time ``op`` again and keep the faster of this and the cached time (a first
         timing taken while other processes were busy is replaced)."""
         cache = self._load()
-        key = f"{op.signature()}|b={batch}"
+        key = self._cache_key(op, batch)
         cache[key] = min(cache.get(key, math.inf), self.measure(op, batch))
         self._store()
         return cache[key]
