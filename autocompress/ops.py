@@ -4,7 +4,9 @@
 runs: a plain layer is one op; a low-rank layer is its 2 or 3 factors.  An op is an
 implicit GEMM per group: ``m`` output positions (per sample), ``n`` output channels,
 ``k`` reduction length (input channels per group x kernel elements), ``groups`` of them
-(depthwise convolutions have ``groups == n``).  ``in_positions`` x ``in_channels`` is the
+(depthwise convolutions have ``groups == n``).  An ``attention`` op is the fused product of
+attention, softmax(Q K^T) V, per head: ``m`` queries, ``n`` keys, ``k`` the head
+dimension, ``groups`` the heads; it runs two products (``products``).  ``in_positions`` x ``in_channels`` is the
 input's size per sample (for the bytes read), ``bits`` the weight bit-width, ``sparsity`` and
 ``pattern`` the weight sparsity.  Convolutions also carry ``kernel`` and ``geometry``
 (``h_in, w_in, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w``) so a measured
@@ -22,7 +24,7 @@ from .space import Space
 @dataclass(frozen=True)
 class Op:
     layer: str
-    kind: str  # conv, linear, factor
+    kind: str  # conv, linear, factor, attention
     m: int
     n: int
     k: int
@@ -37,8 +39,13 @@ class Op:
 
     @property
     def flops(self) -> int:
-        """FLOPs per sample (2 per multiply-accumulate), all groups."""
-        return 2 * self.m * self.n * self.k * self.groups
+        """FLOPs per sample (2 per multiply-accumulate), all groups (both products of attention)."""
+        return 2 * self.m * self.n * self.k * self.groups * (2 if self.kind == "attention" else 1)
+
+    @property
+    def out_elements(self) -> int:
+        """Elements it writes per sample (attention writes its values, not its scores)."""
+        return self.m * self.groups * (self.k if self.kind == "attention" else self.n)
 
     def signature(self) -> str:
         """A stable key for caches of measured ops."""
@@ -61,7 +68,7 @@ def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[O
         out, inp = shapes[layer.name]
         s = settings.get(layer.name, {})
         if layer.kind == "attention":
-            ops += _attention_ops(layer, kept[layer.name] * head_dims[layer.name])
+            ops += _attention_ops(layer, kept[layer.name], head_dims[layer.name])
             continue
         bits = int(s.get("bits", 32))
         kh, kw = layer.kernel
@@ -85,18 +92,30 @@ def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[O
     return ops
 
 
-def _attention_ops(layer, width: int) -> list[Op]:
-    """An attention layer's projections (``width`` = kept heads x head_dim): queries from
-    its ``rows[2]`` positions, keys and values from its ``rows[0]`` (one packed GEMM when
-    they are the same).  Its two per-head products of attention are not ops yet."""
+def products(op: Op) -> list[Op]:
+    """The plain matrix products ``op`` runs: itself, or attention's two per head (scores
+    Q K^T: queries x keys, reduced over the head dimension; then their softmax times V)."""
+    if op.kind != "attention":
+        return [op]
+    scores = Op(f"{op.layer}.scores", "linear", op.m, op.n, op.k, op.groups, op.m, op.in_channels)
+    values = Op(f"{op.layer}.values", "linear", op.m, op.k, op.n, op.groups, op.m, op.n * op.groups)
+    return [scores, values]
+
+
+def _attention_ops(layer, heads: int, head_dim: int) -> list[Op]:
+    """An attention layer's ops with ``heads`` kept: the projections (queries from its
+    ``rows[2]`` positions, keys and values from its ``rows[0]``, one packed GEMM when
+    they are the same), the fused product of attention, the output projection."""
     key_rows, _, query_rows = layer.rows
-    embed = layer.in_channels
+    embed, width = layer.in_channels, heads * head_dim
     if key_rows == query_rows:
         ops = [Op(f"{layer.name}.in_proj", "linear", query_rows, 3 * width, embed, 1, query_rows, embed)]
     else:
         ops = [Op(f"{layer.name}.q_proj", "linear", query_rows, width, embed, 1, query_rows, embed),
                Op(f"{layer.name}.kv_proj", "linear", key_rows, 2 * width, embed, 1, key_rows, embed)]
-    return ops + [Op(f"{layer.name}.out_proj", "linear", query_rows, layer.out_channels, width, 1, query_rows, width)]
+    product = Op(f"{layer.name}.attention", "attention", query_rows, key_rows, head_dim, heads, query_rows, width)
+    return ops + [product, Op(f"{layer.name}.out_proj", "linear", query_rows, layer.out_channels, width, 1,
+                              query_rows, width)]
 
 
 def _out_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:

@@ -36,7 +36,7 @@ from autocompress import zoo
 from autocompress.api import search
 from autocompress.engine import export_model, replay
 from autocompress.latency_models import get_latency_model, target_names
-from autocompress.latency_models.learned import SAMPLES_PER_KIND, random_op
+from autocompress.latency_models.learned import KINDS, SAMPLES_PER_KIND, random_op
 from autocompress.latency_models.measured import MeasuredLatency, device_key, measure_cpu_latency
 from autocompress.ops import space_ops
 from autocompress.profiling import PROFILE_MODELS, compressed_zoo, profile_device, whole_model_samples
@@ -44,7 +44,6 @@ from autocompress.recipe import Recipe
 from autocompress.spaces import build_space
 from autocompress.workload import Workload
 
-KINDS = ("conv", "pointwise", "depthwise", "linear")
 UNSEEN_MODELS = ("se_net", "vit_tiny")
 
 

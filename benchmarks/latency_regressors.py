@@ -1,13 +1,15 @@
-"""Would another regressor make the learned CPU latency model more accurate?
+"""Would another regressor make the learned CPU latency model more accurate, or is it the
+samples that limit it?
 
-Refits the learned model's training samples with other scikit-learn regressors and scores
-each on the held-out random ops, all from the measurements ``latency_models.py --part
-learned --keep DIR`` left in DIR (nothing is measured again: the profile is replayed from
-DIR's cache, which reproduces its samples exactly, and the held-out ops are drawn with the
-same seed).  Prints MAPE and the share within +-10% per op kind and regressor.  The
-replay covers the random ops and their adaptive rounds only: the real-model layers and
-re-timed samples ``autocompress profile`` adds since features version 2 are left out, so
-ops the replay picks differently are timed afresh.
+Refits every op sample the profile of ``latency_models.py --part learned --keep DIR``
+measured (DIR's fit cache: the random ops, the adaptive rounds, the layers of the profiled
+zoo models, re-timed samples at their faster time) with other scikit-learn regressors,
+and scores each on every held-out op of that run (DIR/held1.json, less any op the fit
+cache also has) and on its own training samples.  A regressor that fits its training
+samples far better than the held-out ones is short of samples, not of capacity; the
+learning curve (the shipped regressor on a quarter, half, three quarters and all of the
+samples) shows how much more samples would buy.  The noise floor is the held-out ops' second measurement (DIR/held2.json).  Nothing is
+measured again.
 
     python benchmarks/latency_models.py --part learned --keep /tmp/latkeep
     python benchmarks/latency_regressors.py --keep /tmp/latkeep
@@ -15,77 +17,106 @@ ops the replay picks differently are timed afresh.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
 import autocompress.latency_models.learned as learned
-from autocompress.latency_models.measured import MeasuredLatency, device_key
+from autocompress.latency_models.measured import device_key
+from autocompress.ops import Op
 
-KINDS = ("conv", "pointwise", "depthwise", "linear")
+KINDS = learned.KINDS
+SHIPPED = learned.REGRESSOR  # what autocompress profile fits
 REGRESSORS = {
-    "boosted trees, monotone (shipped)": lambda: HistGradientBoostingRegressor(
-        max_iter=300, learning_rate=0.08, max_leaf_nodes=15, min_samples_leaf=3,
-        monotonic_cst=list(learned.MONOTONE), random_state=0),
-    "boosted trees, unconstrained": lambda: HistGradientBoostingRegressor(
-        max_iter=300, learning_rate=0.08, max_leaf_nodes=15, min_samples_leaf=3, random_state=0),
-    "boosted trees, slower (800 x 0.03, 8 leaves)": lambda: HistGradientBoostingRegressor(
-        max_iter=800, learning_rate=0.03, max_leaf_nodes=8, min_samples_leaf=5,
-        monotonic_cst=list(learned.MONOTONE), random_state=0),
-    "ridge": lambda: RidgeCV(alphas=np.logspace(-3, 2, 12)),
-    "quadratic ridge": lambda: make_pipeline(StandardScaler(), PolynomialFeatures(2),
+    "boosted trees, monotone (shipped)": lambda kind: HistGradientBoostingRegressor(
+        **SHIPPED, monotonic_cst=learned.monotone(kind)),
+    "boosted trees, monotone in every feature": lambda kind: HistGradientBoostingRegressor(
+        **SHIPPED, monotonic_cst=list(learned.MONOTONE)),
+    "boosted trees, monotone, 1000 x 0.05, 31 leaves": lambda kind: HistGradientBoostingRegressor(
+        **{**SHIPPED, "max_iter": 1000, "learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 2},
+        monotonic_cst=learned.monotone(kind)),
+    "boosted trees, unconstrained": lambda kind: HistGradientBoostingRegressor(**SHIPPED),
+    "boosted trees, unconstrained, 1000 x 0.05": lambda kind: HistGradientBoostingRegressor(
+        **{**SHIPPED, "max_iter": 1000, "learning_rate": 0.05}),
+    "extra trees (500)": lambda kind: ExtraTreesRegressor(500, random_state=0, n_jobs=-1),
+    "ridge": lambda kind: RidgeCV(alphas=np.logspace(-3, 2, 12)),
+    "quadratic ridge": lambda kind: make_pipeline(StandardScaler(), PolynomialFeatures(2),
                                              RidgeCV(alphas=np.logspace(-3, 3, 13))),
 }
 
 
-def training_samples(keep: Path, samples: int, rounds: int, seed: int) -> dict[str, list]:
-    """The profile's final samples per kind, replayed from the kept measurement cache."""
-    cache = MeasuredLatency("cpu", cache=str(keep / "fit-cache.json"))
-    captured: dict[str, list] = {}
-    fit_kind = learned.fit_kind
+def parse(key: str) -> tuple[Op, int]:
+    """The ``(op, batch)`` of a measured-op cache key (``Op.signature()|b=batch``)."""
+    signature, batch = key.rsplit("|b=", 1)
+    d = dict(item.split("=", 1) for item in signature.split(","))
+    op = Op("sample", d["kind"], int(d["m"]), int(d["n"]), int(d["k"]), int(d["groups"]), int(d["in_positions"]),
+            int(d["in_channels"]), int(d["bits"]), float(d["sparsity"]), d["pattern"],
+            tuple(int(v) for v in d["kernel"].split("x")),
+            tuple(int(v) for v in d["geometry"].split("x")) if d["geometry"] else ())
+    return op, int(batch)
 
-    def capture(data, seed=0):
-        captured[learned.op_kind(data[0][0])] = list(data)
-        return fit_kind(data, seed)
 
-    learned.fit_kind = capture
-    try:
-        learned.profile(cache.predict_op, "replay", device_key("cpu"), samples, rounds, seed=seed)
-    finally:
-        learned.fit_kind = fit_kind
-    return captured
+def cached(path: Path) -> dict[str, tuple[Op, int, float]]:
+    """Every ``(op, batch, ms)`` a measured-op cache file holds for this machine."""
+    entries = json.loads(path.read_text())[device_key("cpu")]
+    return {key: (*parse(key), ms) for key, ms in entries.items()}
+
+
+def errors(model, samples) -> np.ndarray:
+    X = np.array([learned.features(op, b) for op, b, _ in samples])
+    return np.abs(np.exp(model.predict(X)) / np.array([ms for *_, ms in samples]) - 1)
+
+
+def cells(err: np.ndarray) -> str:
+    return f"{100 * err.mean():.1f}% | {100 * (err <= 0.1).mean():.0f}%"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", required=True, type=Path, help="the --keep folder of latency_models.py")
-    parser.add_argument("--samples", type=int, default=150)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--held-out", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    train = training_samples(args.keep, args.samples, args.rounds, args.seed)
-    held = MeasuredLatency("cpu", cache=str(args.keep / "held1.json"))
-    rng = np.random.default_rng(args.seed + 1000)  # as latency_models.py draws its held-out ops
-    tests = {k: [(learned.random_op(k, rng), int(rng.choice([1, 8, 32]))) for _ in range(args.held_out)]
-             for k in KINDS}
-    print("| regressor | " + " | ".join(f"{k} MAPE | {k} within ±10%" for k in KINDS) + " |")
-    print("|---|" + "---:|" * (2 * len(KINDS)))
+    train = cached(args.keep / "fit-cache.json")
+    first, second = cached(args.keep / "held1.json"), cached(args.keep / "held2.json")
+    held = {key: sample for key, sample in first.items() if key not in train}
+    by_kind = {kind: ([s for s in train.values() if learned.op_kind(s[0]) == kind],
+                      [s for s in held.values() if learned.op_kind(s[0]) == kind]) for kind in KINDS}
+    by_kind = {kind: data for kind, data in by_kind.items() if data[0] and data[1]}
+    noise = np.array([abs(second[key][2] / ms - 1) for key, (_, _, ms) in held.items() if key in second])
+    print(f"{len(train)} training samples, {len(held)} held-out ops ("
+          + ", ".join(f"{kind} {len(t)}/{len(h)}" for kind, (t, h) in by_kind.items()) + ")")
+    print(f"noise floor (held-out ops measured twice): MAPE {100 * noise.mean():.1f}%, "
+          f"within ±10% {100 * (noise <= 0.1).mean():.0f}%\n")
+    print("| regressor | held-out MAPE | held-out within ±10% | training MAPE | training within ±10% | "
+          + " | ".join(f"{kind} held-out MAPE" for kind in by_kind) + " |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(by_kind))
     for name, make in REGRESSORS.items():
-        cells = []
-        for kind in KINDS:
-            data = train[kind]
-            model = make().fit(np.array([learned.features(op, b) for op, b, _ in data]),
-                               np.log([ms for *_, ms in data]))
-            ops = tests[kind]
-            pred = np.exp(model.predict(np.array([learned.features(op, b) for op, b in ops])))
-            error = np.abs(pred / np.array([held.predict_op(op, b) for op, b in ops]) - 1)
-            cells += [f"{100 * error.mean():.1f}%", f"{100 * (error <= 0.1).mean():.0f}%"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        test, fit, per_kind = [], [], []
+        for kind, (samples, held_out) in by_kind.items():
+            X = np.array([learned.features(op, b) for op, b, _ in samples])
+            model = make(kind).fit(X, np.log([ms for *_, ms in samples]))
+            test.append(errors(model, held_out))
+            fit.append(errors(model, samples))
+            per_kind.append(f"{100 * test[-1].mean():.1f}%")
+        print(f"| {name} | {cells(np.concatenate(test))} | {cells(np.concatenate(fit))} | "
+              + " | ".join(per_kind) + " |", flush=True)
+    # the learning curve: the shipped regressor on a random share of each kind's samples
+    print("\n| share of the samples (shipped regressor) | samples | held-out MAPE | held-out within ±10% |"
+          "\n|---|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    for share in (0.25, 0.5, 0.75, 1.0):
+        test, count = [], 0
+        for kind, (samples, held_out) in by_kind.items():
+            chosen = [samples[i] for i in rng.permutation(len(samples))[: int(share * len(samples))]]
+            count += len(chosen)
+            test.append(errors(REGRESSORS["boosted trees, monotone (shipped)"](kind).fit(
+                np.array([learned.features(op, b) for op, b, _ in chosen]), np.log([ms for *_, ms in chosen])),
+                held_out))
+        print(f"| {100 * share:.0f}% | {count} | {cells(np.concatenate(test))} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ import statistics
 
 import numpy as np
 
-from autocompress.latency_models.learned import random_op
+from autocompress.latency_models.learned import KINDS, random_op
 from autocompress.latency_models.measured import device_key, op_module, run_times
-
-KINDS = ("conv", "pointwise", "depthwise", "linear")
 
 
 def one_pass(modules, repeats: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from ..errors import BudgetError
-from ..ops import Op
+from ..ops import Op, products
 from .base import LatencyModel
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
@@ -53,6 +53,8 @@ class GPURoofline(LatencyModel):
         return "int8" if bits <= 8 else self.precision
 
     def predict_op(self, op: Op, batch: int = 1) -> float:
+        if op.kind == "attention":  # its two products, one after the other
+            return sum(self.predict_op(product, batch) for product in products(op))
         precision = self._precision(op.bits)
         act_bytes = {"int8": 1, "fp16": 2}.get(precision, 4)
         weight_bytes = max(op.bits, 8) / 8 if op.bits <= 8 else act_bytes
@@ -88,7 +90,9 @@ class SystolicArray(LatencyModel):
         self.bit_scaling, self.zero_skipping, self.description = bool(bit_scaling), bool(zero_skipping), description
 
     def cycles(self, op: Op, batch: int = 1) -> int:
-        """Cycles of ``op`` (all groups, run one after another)."""
+        """Cycles of ``op`` (all groups, run one after another; attention's two products too)."""
+        if op.kind == "attention":
+            return sum(self.cycles(product, batch) for product in products(op))
         npix, w, filters = batch * op.m, op.k, op.n
         cols = self.cols * (max(1, self.native_bits // op.bits) if self.bit_scaling and op.bits < self.native_bits
                             else 1)

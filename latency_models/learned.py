@@ -1,19 +1,22 @@
 """A learned latency model (nn-Meter's approach): one regressor per op kind, fitted on
 measured ops, stored as JSON with a schema version (never pickle).
 
-Features per op (``FEATURES_VERSION`` 2): log2 of the batch x positions, output channels,
-reduction length, groups, input positions, input channels, FLOPs and bytes, kernel area
-and stride; then log2 of the batch, the FLOPs with channels padded to the CPU kernels'
-block of 8 (oneDNN's AVX2 blocking: 9 channels cost what 16 do), the padded channel
-counts and the output and input elements.  The regressor is scikit-learn's
-HistGradientBoostingRegressor on log(ms), with monotonic constraints on every work
-feature, so more work is never predicted faster within one op kind.  Its trees are
-written out as plain arrays and evaluated here with numpy, so a model fitted today loads
-with tomorrow's libraries.
+Features per op (``FEATURES_VERSION`` 3, which added attention as its own kind): log2
+of the batch x positions, output channels, reduction length, groups, input positions,
+input channels, FLOPs and bytes, kernel area and stride; then log2 of the batch, the
+FLOPs with channels padded to the CPU kernels' block of 8 (oneDNN's AVX2 blocking: 9
+channels cost what 16 do), the padded channel counts and the output and input elements.
+The regressor is scikit-learn's HistGradientBoostingRegressor on log(ms), with monotonic
+constraints on every work feature, so more work is never predicted faster within one op
+kind (``CONSTRAINTS``: the one exception is attention's head dimension, where the CPU
+itself is not monotone).  Its trees are written out as plain arrays and evaluated here
+with numpy, so a model fitted today loads with tomorrow's libraries.
 
-What runs between the layers (activations, additions, pooling, the per-node dispatch) is
-not an op: ``fit_glue`` fits it on whole models measured at profile time as
-``c0 + c_ops x ops + c_elements x output elements`` (non-negative least squares), and
+What runs between the layers (activations, additions, normalisation, pooling, the per-node
+dispatch) is not an op: ``fit_glue`` fits it on whole models measured at profile time as
+``c0 + c_ops x ops + c_elements x output elements + c_in_elements x input elements``
+(non-negative least squares; the input elements are what concatenations copy and
+pre-activation normalisation reads: DenseNet's layers read far more than they write), and
 ``total`` adds it to the sum of the ops (the "(between the layers)" row of a report).
 """
 from __future__ import annotations
@@ -30,14 +33,23 @@ FEATURES = ("positions", "n", "k", "groups", "in_positions", "in_channels", "flo
             "stride", "batch", "padded_flops", "padded_out_channels", "padded_in_channels", "out_elements",
             "in_elements")
 MONOTONE = (1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1)
+# Per kind: attention's groups are its heads (more heads, more work), and its head
+# dimension is left free because the device itself is not monotone in it: this CPU runs
+# attention with 16 features per head 20-40% faster than with 8 (BENCHMARKS.md); held to
+# "never faster", the attention regressor's error doubled.  A search never changes it.
+CONSTRAINTS = {"attention": {"groups": 1, "k": 0}}
+KINDS = ("conv", "pointwise", "depthwise", "linear", "attention")  # one regressor each
 BATCHES = (1, 8, 32)  # batch sizes ops (and whole models) are profiled at
 SAMPLES_PER_KIND = 300  # first random samples per op kind (BENCHMARKS.md: 300 beat 150, 51% vs 46% within 10%)
-FEATURES_VERSION = 2  # saved models record it; a model fitted on other features is refused
+FEATURES_VERSION = 3  # saved models record it; a model fitted on other features is refused
+REGRESSOR = dict(max_iter=300, learning_rate=0.08, max_leaf_nodes=15, min_samples_leaf=3, random_state=0)
 BLOCK = 8  # channels per block of the CPU's convolution and GEMM kernels (oneDNN, AVX2 fp32)
 
 
 def op_kind(op: Op) -> str:
-    """The regressor an op belongs to: linear, depthwise, pointwise (1x1) or conv."""
+    """The regressor an op belongs to: attention, linear, depthwise, pointwise (1x1) or conv."""
+    if op.kind == "attention":
+        return "attention"
     if not op.geometry:
         return "linear"
     if op.groups > 1 and op.n == 1:
@@ -56,8 +68,12 @@ def features(op: Op, batch: int) -> list[float]:
     stride = op.geometry[2] * op.geometry[3] if op.geometry else 1
     data = batch * (op.in_positions * op.in_channels + op.m * op.n * op.groups) + op.n * op.k * op.groups
     area = op.kernel[0] * op.kernel[1]
-    out_channels = op.n * op.groups
-    if not op.geometry:  # a GEMM: (batch x m, k) @ (k, n)
+    out_channels = op.out_elements // max(op.m, 1)
+    if op.kind == "attention":  # per head: (m, k) @ (k, n), then (m, n) @ (n, k); reads Q, K, V, writes out
+        data = batch * op.groups * op.k * (2 * op.m + 2 * op.n)
+        padded_out, padded_in = _padded(op.n), _padded(op.k)
+        padded_flops = 4 * batch * op.m * padded_out * padded_in * op.groups
+    elif not op.geometry:  # a GEMM: (batch x m, k) @ (k, n)
         padded_out, padded_in = _padded(op.n), _padded(op.k)
         padded_flops = 2 * batch * op.m * padded_out * padded_in
     elif op.groups > 1:  # a grouped / depthwise convolution: channels are blocked, each group's k is not
@@ -67,7 +83,7 @@ def features(op: Op, batch: int) -> list[float]:
         padded_out, padded_in = _padded(out_channels), _padded(op.in_channels)
         padded_flops = 2 * batch * op.m * padded_out * padded_in * area
     values = (batch * op.m, op.n, op.k, op.groups, batch * op.in_positions, op.in_channels, batch * op.flops, data)
-    extra = (batch, padded_flops, padded_out, padded_in, batch * op.m * out_channels,
+    extra = (batch, padded_flops, padded_out, padded_in, batch * op.out_elements,
              batch * op.in_positions * op.in_channels)
     return ([math.log2(max(v, 1)) for v in values] + [float(area), float(stride)]
             + [math.log2(max(v, 1)) for v in extra])
@@ -75,8 +91,9 @@ def features(op: Op, batch: int) -> list[float]:
 
 class LearnedLatency(LatencyModel):
     """Per-kind boosted trees over op features, predicting milliseconds, plus what runs
-    between the layers (``glue``: ``{"c0", "c_ops", "c_elements"}``, ms, ms per op, ms per
-    million output elements) when the profile measured whole models."""
+    between the layers (``glue``: ``{"c0", "c_ops", "c_elements", "c_in_elements"}``, ms,
+    ms per op, ms per million output and input elements) when the profile measured whole
+    models."""
 
     kind = "learned"
 
@@ -109,8 +126,7 @@ class LearnedLatency(LatencyModel):
         without a fitted glue): never negative, more with more ops and more elements."""
         if not self.glue:
             return 0.0
-        ops_count, elements = glue_features(ops, batch)
-        return self.glue["c0"] + self.glue["c_ops"] * ops_count + self.glue["c_elements"] * elements
+        return float(np.dot([self.glue[name] for name in GLUE_TERMS], [1.0, *glue_features(ops, batch)]))
 
     def total(self, ops, batch: int = 1) -> float:
         ops = list(ops)
@@ -128,11 +144,16 @@ class LearnedLatency(LatencyModel):
         return {"device": self.device, "kinds": self.kinds, "glue": self.glue, "features": FEATURES_VERSION}
 
 
-def glue_features(ops: Sequence[Op], batch: int = 1) -> tuple[float, float]:
-    """What the between-the-layers time scales with: the number of ops and the millions of
-    elements they write (each is read and written again by the activation, addition or
-    pooling after it)."""
-    return float(len(ops)), 1e-6 * batch * sum(op.m * op.n * op.groups for op in ops)
+GLUE_TERMS = ("c0", "c_ops", "c_elements", "c_in_elements")
+
+
+def glue_features(ops: Sequence[Op], batch: int = 1) -> tuple[float, float, float]:
+    """What the between-the-layers time scales with: the number of ops, the millions of
+    elements they write (each is read and written again by the activation, addition,
+    normalisation or pooling after it) and the millions they read (concatenations copy
+    them, pre-activation blocks normalise them)."""
+    return (float(len(ops)), 1e-6 * batch * sum(op.out_elements for op in ops),
+            1e-6 * batch * sum(op.in_positions * op.in_channels for op in ops))
 
 
 def fit_glue(model: LearnedLatency, samples: Sequence[tuple[Sequence[Op], int, float]]) -> dict[str, float]:
@@ -148,7 +169,7 @@ def fit_glue(model: LearnedLatency, samples: Sequence[tuple[Sequence[Op], int, f
         weights.append(1.0 / ms)
     w = np.array(weights)
     coef, _ = nnls(np.array(rows) * w[:, None], np.array(rest) * w)
-    return {"c0": float(coef[0]), "c_ops": float(coef[1]), "c_elements": float(coef[2]), "models": len(samples)}
+    return {**{name: float(c) for name, c in zip(GLUE_TERMS, coef)}, "models": len(samples)}
 
 
 def _tree_value(tree: dict[str, list], x: Sequence[float]) -> float:
@@ -164,14 +185,19 @@ def fit_kind(samples: Sequence[tuple[Op, int, float]], seed: int = 0) -> dict[st
     return export_regressor(fit_regressor(samples, seed), len(samples))
 
 
+def monotone(kind: str) -> list[int]:
+    """The monotonic constraint on each feature of ``kind``'s regressor."""
+    return [CONSTRAINTS.get(kind, {}).get(name, c) for name, c in zip(FEATURES, MONOTONE)]
+
+
 def fit_regressor(samples: Sequence[tuple[Op, int, float]], seed: int = 0):
-    """scikit-learn's monotone boosted trees on log(ms)."""
+    """scikit-learn's monotone boosted trees on log(ms) (one kind's samples)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     X = np.array([features(op, b) for op, b, _ in samples])
     y = np.log(np.array([max(ms, 1e-6) for _, _, ms in samples]))
-    regressor = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.08, max_leaf_nodes=15,
-                                              min_samples_leaf=3, monotonic_cst=list(MONOTONE), random_state=seed)
+    regressor = HistGradientBoostingRegressor(**{**REGRESSOR, "random_state": seed},
+                                              monotonic_cst=monotone(op_kind(samples[0][0])))
     return regressor.fit(X, y)
 
 
@@ -192,6 +218,11 @@ def random_op(kind: str, rng: np.random.Generator) -> Op:
     def channels() -> int:
         return int(rng.choice([int(v) for v in np.unique(np.geomspace(1, 512, 60).astype(int))]))
 
+    if kind == "attention":  # heads x head_dim as vision and small language transformers have them
+        heads, head_dim = int(rng.choice([1, 2, 3, 4, 6, 8, 12])), int(rng.choice([8, 16, 32, 64]))
+        queries = int(rng.choice([4, 16, 17, 49, 50, 64, 65, 196, 197, 256]))
+        keys = queries if rng.random() < 0.75 else int(rng.choice([4, 16, 49, 64, 196, 256]))  # else cross-attention
+        return Op("sample", "attention", queries, keys, head_dim, heads, queries, heads * head_dim)
     if kind == "linear":  # one row per sample (an MLP, a classifier) or a token sequence (a transformer)
         k, n = channels() * int(rng.choice([1, 2, 4])), channels()
         m = 1 if rng.random() < 0.5 else int(rng.choice([4, 16, 49, 64, 65, 196, 256]))
@@ -227,7 +258,7 @@ def profile(measure: Callable[[Op, int], float], name: str, device: str, samples
     shared machine they do so in bursts that spoil a run of consecutive samples."""
     rng = np.random.default_rng(seed)
     kinds = {}
-    for kind in ("conv", "pointwise", "depthwise", "linear"):
+    for kind in KINDS:
         data = [(op, batch, measure(op, batch)) for op, batch in extra if op_kind(op) == kind]
         for _ in range(samples_per_kind):
             op, batch = random_op(kind, rng), int(rng.choice(batches))
@@ -264,6 +295,9 @@ def _neighbour(op: Op, rng: np.random.Generator) -> Op:
     import dataclasses
 
     scale = float(rng.choice([0.75, 0.875, 1.125, 1.25]))
+    if op.kind == "attention":  # a head more or fewer
+        heads = max(1, op.groups + int(rng.choice([-1, 1])))
+        return dataclasses.replace(op, groups=heads, in_channels=heads * op.k)
     cin = max(1, int(round(op.in_channels * scale)))
     if op.groups > 1:  # depthwise: stays depthwise (2 channels or more)
         cin = max(cin, 2)

@@ -63,10 +63,27 @@ def measure_cpu_latency(model: nn.Module, example_input: torch.Tensor, repeats: 
     return 1e3 * statistics.median(run_times(model, example_input, repeats, warmup, threads))
 
 
+class _Attention(nn.Module):
+    """Fused attention (``scaled_dot_product_attention``) of queries over fixed keys and
+    values, laid out (batch, heads, positions, head_dim) as views of (batch, positions,
+    heads x head_dim), as multi-head attention splits its projections."""
+
+    def __init__(self, batch: int, keys: int, heads: int, head_dim: int):
+        super().__init__()
+        self.register_buffer("keys", torch.randn(batch, keys, heads, head_dim).transpose(1, 2))
+        self.register_buffer("values", torch.randn(batch, keys, heads, head_dim).transpose(1, 2))
+
+    def forward(self, queries: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(queries, self.keys, self.values)
+
+
 def op_module(op: Op, batch: int, device: str = "cpu") -> tuple[nn.Module, torch.Tensor]:
     """A module running ``op`` and an input for it (random weights: only time matters;
     convolutions with channels-last weights, as ``export_model`` writes them)."""
-    if op.geometry:
+    if op.kind == "attention":
+        module = _Attention(batch, op.n, op.groups, op.k)
+        x = torch.randn(batch, op.m, op.groups, op.k).transpose(1, 2)
+    elif op.geometry:
         h, w, sh, sw, ph, pw, dh, dw = op.geometry
         module = nn.Conv2d(op.in_channels, op.n * op.groups, op.kernel, (sh, sw), (ph, pw), (dh, dw), op.groups)
         module = module.to(memory_format=torch.channels_last)  # as export_model ships convolutions

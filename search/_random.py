@@ -4,7 +4,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..space import Candidate, Space
+from ..space import Candidate
 from ..trial import TrialRecord
 from .base import Problem, Strategy
 

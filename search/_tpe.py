@@ -4,7 +4,7 @@ from typing import Sequence
 
 import optuna
 
-from ..space import Candidate, Space
+from ..space import Candidate
 from ..trial import COMPLETE, FAILED, TrialRecord
 from ._optuna import knob_distributions, proposal_params, quietly
 from .base import Problem, Strategy, search_trials

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..space import Candidate, Space
+from ..space import Candidate
 from ..trial import COMPLETE, TrialRecord
 from .base import Problem, Strategy
 

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import copy
-import locale
-import sys
 
 import pytest
 import yaml

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import pytest
-
 from autocompress.cli import main
 
 

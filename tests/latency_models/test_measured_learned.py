@@ -9,8 +9,8 @@ import pytest
 from autocompress.cli import main
 from autocompress.latency_models import load_latency_model
 from autocompress.errors import BudgetError
-from autocompress.latency_models.learned import (LearnedLatency, export_regressor, features, fit_glue,
-                                                 fit_regressor, glue_features, random_op)
+from autocompress.latency_models.learned import (GLUE_TERMS, KINDS, LearnedLatency, export_regressor, features,
+                                                 fit_glue, fit_regressor, glue_features, random_op)
 from autocompress.latency_models.measured import MeasuredLatency
 from autocompress.testing import LatencyModelSuite
 
@@ -33,8 +33,7 @@ def _samples(kind, n, seed):
 def learned():
     from autocompress.latency_models.learned import fit_kind
 
-    return LearnedLatency("synthetic", "test", {k: fit_kind(_samples(k, 200, i)) for i, k in
-                                               enumerate(("conv", "pointwise", "depthwise", "linear"))})
+    return LearnedLatency("synthetic", "test", {k: fit_kind(_samples(k, 200, i)) for i, k in enumerate(KINDS)})
 
 
 class TestLearned(LatencyModelSuite):
@@ -43,7 +42,7 @@ class TestLearned(LatencyModelSuite):
         return learned
 
 
-GLUE = {"c0": 0.05, "c_ops": 0.01, "c_elements": 0.002}
+GLUE = {"c0": 0.05, "c_ops": 0.01, "c_elements": 0.002, "c_in_elements": 0.001}
 
 
 class TestLearnedWithWhatRunsBetweenTheLayers(LatencyModelSuite):
@@ -62,10 +61,9 @@ def _whole_models(learned, rng, glue):
     """Made-up whole models: the learned ops plus a known between-the-layers time."""
     samples = []
     for i in range(12):
-        ops = [random_op(k, rng) for k in ("conv", "pointwise", "depthwise", "linear") for _ in range(i % 4 + 1)]
+        ops = [random_op(k, rng) for k in KINDS for _ in range(i % 4 + 1)]
         batch = (1, 8, 32)[i % 3]
-        count, elements = glue_features(ops, batch)
-        rest = glue["c0"] + glue["c_ops"] * count + glue["c_elements"] * elements
+        rest = float(np.dot([glue[name] for name in GLUE_TERMS], [1.0, *glue_features(ops, batch)]))
         samples.append((ops, batch, learned.total(ops, batch) + rest))
     return samples
 
@@ -148,7 +146,7 @@ def test_json_trees_predict_what_scikit_learn_predicts():
 def test_learned_model_generalises_to_held_out_ops(learned):
     rng = np.random.default_rng(123)
     errors = []
-    for kind in ("conv", "pointwise", "depthwise", "linear"):
+    for kind in KINDS:
         for _ in range(50):
             op, batch = random_op(kind, rng), int(rng.choice([1, 8, 32]))
             errors.append(abs(learned.predict_op(op, batch) / synthetic_ms(op, batch) - 1))
@@ -202,7 +200,7 @@ class TestCalibrated(LatencyModelSuite):
         assert report.total_ms == pytest.approx(latency_model.total(ops, 2))
 
 
-@pytest.mark.parametrize("kind", ["conv", "pointwise", "depthwise", "linear"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_profiling_samples_are_of_the_kind_they_are_fitted_for(kind):
     """A 1-channel "depthwise" sample is an ordinary convolution: profiling once fitted the
     depthwise regressor on it and then asked a conv regressor it did not have."""
@@ -282,3 +280,39 @@ def test_timing_an_op_again_keeps_the_faster_time(tmp_path, monkeypatch):
     assert model.predict_op(op, 1) == 2.0
     assert model.remeasure(op, 1) == 1.0 and model.remeasure(op, 1) == 1.0
     assert MeasuredLatency("cpu", cache=str(tmp_path / "cache.json")).predict_op(op, 1) == 1.0  # on disk
+
+
+def test_an_attention_op_is_the_fused_product_torch_runs():
+    """An attention op does the FLOPs of the kernel it is timed as (both products, counted
+    by the FLOP counter every cost uses), and analytic models cost it as those products."""
+    from autocompress.flops import flop_counter
+    from autocompress.latency_models import get_latency_model
+    from autocompress.latency_models.measured import op_module
+    from autocompress.ops import Op, products
+
+    op = Op("attn", "attention", 65, 17, 16, 3, 65, 48)
+    module, x = op_module(op, 2)
+    with flop_counter() as counter:
+        module(x)
+    assert counter.get_total_flops() == 2 * op.flops
+    scores, values = products(op)
+    assert (scores.m, scores.n, scores.k, values.n, values.k) == (65, 17, 16, 16, 17)
+    assert scores.flops + values.flops == op.flops
+    for target in ("h100", "eyeriss"):
+        model = get_latency_model(target)
+        assert model.predict_op(op, 4) == pytest.approx(model.predict_op(scores, 4) + model.predict_op(values, 4))
+
+
+@pytest.mark.parametrize("name", ["vit_tiny", "resnet20", "mobilenetv2_small"])
+def test_the_ops_of_a_model_are_every_matrix_product_it_runs(name):
+    """The ops' FLOPs add up to the model's (the FLOP counter's, which ``Space.cost``
+    matches): no product, attention's included, is left out of latency predictions."""
+    from autocompress import zoo
+    from autocompress.ops import space_ops
+    from autocompress.spaces import build_space
+
+    model, x = getattr(zoo, name)().eval(), zoo.example_input(name)
+    space = build_space(model, x)
+    for density in (1.0, 0.5):
+        settings = space.resolve({k.name: density for k in space.knobs if k.kind == "channels"})
+        assert sum(op.flops for op in space_ops(space, settings)) == space.cost(settings)["flops"]
