@@ -14,9 +14,10 @@ with numpy, so a model fitted today loads with tomorrow's libraries.
 
 What runs between the layers (activations, additions, normalisation, pooling, the per-node
 dispatch) is not an op: ``fit_glue`` fits it on whole models measured at profile time as
-``c0 + c_ops x ops + c_elements x output elements + c_in_elements x input elements``
-(non-negative least squares; the input elements are what concatenations copy and
-pre-activation normalisation reads: DenseNet's layers read far more than they write), and
+``c0 + c_ops x ops + c_elements x output elements + c_in_elements x input elements +
+c_gathered x gathered elements`` (non-negative least squares; the gathered elements are
+those an op reads that the op before it did not write: concatenations copy them and skip
+connections read them again, so DenseNet's layers cost far more than their ops), and
 ``total`` adds it to the sum of the ops (the "(between the layers)" row of a report).
 """
 from __future__ import annotations
@@ -91,9 +92,8 @@ def features(op: Op, batch: int) -> list[float]:
 
 class LearnedLatency(LatencyModel):
     """Per-kind boosted trees over op features, predicting milliseconds, plus what runs
-    between the layers (``glue``: ``{"c0", "c_ops", "c_elements", "c_in_elements"}``, ms,
-    ms per op, ms per million output and input elements) when the profile measured whole
-    models."""
+    between the layers (``glue``: ``GLUE_TERMS``, ms, ms per op, ms per million output,
+    input and gathered elements) when the profile measured whole models."""
 
     kind = "learned"
 
@@ -144,16 +144,19 @@ class LearnedLatency(LatencyModel):
         return {"device": self.device, "kinds": self.kinds, "glue": self.glue, "features": FEATURES_VERSION}
 
 
-GLUE_TERMS = ("c0", "c_ops", "c_elements", "c_in_elements")
+GLUE_TERMS = ("c0", "c_ops", "c_elements", "c_in_elements", "c_gathered")
 
 
-def glue_features(ops: Sequence[Op], batch: int = 1) -> tuple[float, float, float]:
-    """What the between-the-layers time scales with: the number of ops, the millions of
+def glue_features(ops: Sequence[Op], batch: int = 1) -> tuple[float, float, float, float]:
+    """What the between-the-layers time scales with: the number of ops; the millions of
     elements they write (each is read and written again by the activation, addition,
-    normalisation or pooling after it) and the millions they read (concatenations copy
-    them, pre-activation blocks normalise them)."""
-    return (float(len(ops)), 1e-6 * batch * sum(op.out_elements for op in ops),
-            1e-6 * batch * sum(op.in_positions * op.in_channels for op in ops))
+    normalisation or pooling after it) and read (pre-activation blocks normalise them);
+    and the millions each op reads beyond what the op before it wrote (in model order:
+    concatenations copy them, skip connections read them again)."""
+    reads = [op.in_positions * op.in_channels for op in ops]
+    gathered = sum(max(0, read - before.out_elements) for read, before in zip(reads[1:], ops))
+    return (float(len(ops)), 1e-6 * batch * sum(op.out_elements for op in ops), 1e-6 * batch * sum(reads),
+            1e-6 * batch * gathered)
 
 
 def fit_glue(model: LearnedLatency, samples: Sequence[tuple[Sequence[Op], int, float]]) -> dict[str, float]:

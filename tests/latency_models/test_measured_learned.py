@@ -42,7 +42,7 @@ class TestLearned(LatencyModelSuite):
         return learned
 
 
-GLUE = {"c0": 0.05, "c_ops": 0.01, "c_elements": 0.002, "c_in_elements": 0.001}
+GLUE = {"c0": 0.05, "c_ops": 0.01, "c_elements": 0.002, "c_in_elements": 0.001, "c_gathered": 0.003}
 
 
 class TestLearnedWithWhatRunsBetweenTheLayers(LatencyModelSuite):
@@ -316,3 +316,20 @@ def test_the_ops_of_a_model_are_every_matrix_product_it_runs(name):
     for density in (1.0, 0.5):
         settings = space.resolve({k.name: density for k in space.knobs if k.kind == "channels"})
         assert sum(op.flops for op in space_ops(space, settings)) == space.cost(settings)["flops"]
+
+
+def test_gathered_elements_come_from_concatenations_and_skip_connections():
+    """What an op reads beyond what the op before it wrote: nothing in a plain chain
+    (VGG; MobileNetV2's additions write what its next op reads), the downsampling shortcuts of a
+    ResNet, and most of what a DenseNet layer reads (every earlier feature map)."""
+    from autocompress import zoo
+    from autocompress.ops import space_ops
+    from autocompress.spaces import build_space
+
+    def gathered_share(name):
+        space = build_space(getattr(zoo, name)().eval(), zoo.example_input(name))
+        _, _, reads, gathered = glue_features(space_ops(space, space.resolve({})))
+        return gathered / reads
+
+    assert gathered_share("vgg_small") == gathered_share("mobilenetv2_small") == 0
+    assert 0 < gathered_share("resnet20") < 0.1 < 0.5 < gathered_share("densenet_small")
