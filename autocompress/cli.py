@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(t)
 
     p = sub.add_parser("profile", help="measure this machine's ops and fit a learned latency model",
-                       description="Time random convolution, pointwise, depthwise and linear ops on this machine, "
-                                   "fit one regressor per kind (with adaptive sampling around badly predicted "
-                                   "ops), then time the built-in zoo models whole, compressed at random, to learn "
+                       description="Time random convolution, pointwise, depthwise, linear and attention ops on "
+                                   "this machine, fit one regressor per kind (with adaptive sampling around badly "
+                                   "predicted ops), then time the built-in zoo models whole, compressed at random, to learn "
                                    "what runs between the layers; save it (JSON) where latency budgets on this "
                                    "target will use it.")
     p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="device to profile (default cpu)")

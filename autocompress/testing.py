@@ -279,7 +279,7 @@ class LatencyModelSuite:
         for op in ops:
             base = latency_model.predict_op(op, 2)
             # attention: more queries, keys or heads; not a wider head, which CPUs can run
-            # faster (16 features per head beat 8 by 20-40% on this one, BENCHMARKS.md)
+            # faster (on this one 16 features per head beat 8 by up to 34%, BENCHMARKS.md)
             for field in ("m", "n", "groups") if op.kind == "attention" else ("m", "n", "k"):
                 bigger = dataclasses.replace(op, **{field: getattr(op, field) * 2})
                 assert latency_model.predict_op(bigger, 2) >= base * (1 - self.monotone_slack), \

@@ -8,7 +8,8 @@ and scores each on every held-out op of that run (DIR/held1.json, less any op th
 cache also has) and on its own training samples.  A regressor that fits its training
 samples far better than the held-out ones is short of samples, not of capacity; the
 learning curve (the shipped regressor on a quarter, half, three quarters and all of the
-samples) shows how much more samples would buy.  The noise floor is the held-out ops' second measurement (DIR/held2.json).  Nothing is
+samples) shows how much more samples would buy.  Also: the measured attention ops that
+differ only in their head dimension (is the device monotone in it?).  The noise floor is the held-out ops' second measurement (DIR/held2.json).  Nothing is
 measured again.
 
     python benchmarks/latency_models.py --part learned --keep /tmp/latkeep
@@ -76,6 +77,22 @@ def cells(err: np.ndarray) -> str:
     return f"{100 * err.mean():.1f}% | {100 * (err <= 0.1).mean():.0f}%"
 
 
+def head_dimension_pairs(samples: dict[str, tuple[Op, int, float]]) -> None:
+    """Is this CPU monotone in attention's head dimension?  Every pair of measured attention
+    ops that differ only in it, by the head dimension doubled."""
+    attention = {(op.m, op.n, op.k, op.groups, b): ms for op, b, ms in samples.values() if op.kind == "attention"}
+    ratios: dict[int, list[float]] = {}
+    for (m, n, k, heads, b), ms in attention.items():
+        wider = attention.get((m, n, 2 * k, heads, b))
+        if wider is not None:
+            ratios.setdefault(k, []).append(wider / ms)
+    print("\n| head dimension doubled (attention) | pairs | wider head >10% faster | time ratio (min-median-max) |"
+          "\n|---|---:|---:|---:|")
+    for k, r in sorted(ratios.items()):
+        print(f"| {k} to {2 * k} | {len(r)} | {sum(x < 0.9 for x in r)} | "
+              f"{min(r):.2f}-{float(np.median(r)):.2f}-{max(r):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", required=True, type=Path, help="the --keep folder of latency_models.py")
@@ -104,6 +121,7 @@ def main() -> None:
             per_kind.append(f"{100 * test[-1].mean():.1f}%")
         print(f"| {name} | {cells(np.concatenate(test))} | {cells(np.concatenate(fit))} | "
               + " | ".join(per_kind) + " |", flush=True)
+    head_dimension_pairs(train)
     # the learning curve: the shipped regressor on a random share of each kind's samples
     print("\n| share of the samples (shipped regressor) | samples | held-out MAPE | held-out within ±10% |"
           "\n|---|---:|---:|---:|")

@@ -35,9 +35,10 @@ FEATURES = ("positions", "n", "k", "groups", "in_positions", "in_channels", "flo
             "in_elements")
 MONOTONE = (1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1)
 # Per kind: attention's groups are its heads (more heads, more work), and its head
-# dimension is left free because the device itself is not monotone in it: this CPU runs
-# attention with 16 features per head 20-40% faster than with 8 (BENCHMARKS.md); held to
-# "never faster", the attention regressor's error doubled.  A search never changes it.
+# dimension is left free because the device itself is not monotone in it: this CPU ran 14
+# of 42 attention ops over 10% (up to 34%) faster with 16 features per head than with 8
+# (BENCHMARKS.md); held to "never faster", the attention regressor's error went from 19%
+# to 30%.  A search never changes the head dimension (heads are pruned whole).
 CONSTRAINTS = {"attention": {"groups": 1, "k": 0}}
 KINDS = ("conv", "pointwise", "depthwise", "linear", "attention")  # one regressor each
 BATCHES = (1, 8, 32)  # batch sizes ops (and whole models) are profiled at
