@@ -176,7 +176,8 @@ def _latency(args) -> int:
         raise AutocompressError(f"--batch {args.batch} must be 1 or more")
     model = get_latency_model(args.target)
     recipe = Recipe.load(args.recipe) if args.recipe else None
-    workload = load_workload(args.model, args.weights, args.data)
+    workload = load_workload(args.model, args.weights, args.data,
+                             data_for="whose first batch gives the model's input shape")
     space = check_recipe(workload, recipe) if recipe else build_space(workload.model, workload.example_input)
     base = model.predict(space_ops(space, space.resolve(space.neutral())), args.batch)
     print(f"base model ({workload.name}) on {args.target}:\n{base.table()}")

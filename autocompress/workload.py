@@ -120,8 +120,10 @@ def _first_input(train: Iterable, spec: str) -> torch.Tensor:
     return batch[0][:1]
 
 
-def load_workload(model: str | None = None, weights: str | Path | None = None, data: str | None = None) -> Workload:
-    """Build the workload from CLI-style specs; the demo when ``model`` is None."""
+def load_workload(model: str | None = None, weights: str | Path | None = None, data: str | None = None,
+                  data_for: str = "giving (train, val) batches to score accuracy") -> Workload:
+    """Build the workload from CLI-style specs; the demo when ``model`` is None.
+    ``data_for`` says in the error for a model without data what the data is needed for."""
     from .demo import digits_splits, load_demo
 
     if model is None:
@@ -133,7 +135,7 @@ def load_workload(model: str | None = None, weights: str | Path | None = None, d
         load_weights(net, str(weights))
     if data is None:
         if model is not None:
-            raise ModelError(f"--model {model!r} needs --data pkg.module:attr giving (train, val) batches to score accuracy")
+            raise ModelError(f"--model {model!r} needs --data pkg.module:attr {data_for}")
         train, val, test = digits_splits()
         split = "test"
     else:

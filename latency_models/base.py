@@ -27,12 +27,12 @@ class LatencyReport:
 
     def table(self) -> str:
         """The per-layer table as text."""
-        head = f"{'layer':<28} {'kind':<7} {'m':>7} {'n':>6} {'k':>6} {'groups':>6} {'bits':>4} {'ms':>10}"
+        head = f"{'layer':<28} {'kind':<9} {'m':>7} {'n':>6} {'k':>6} {'groups':>6} {'bits':>4} {'ms':>10}"
         lines = [head, "-" * len(head)]
         for r in self.rows:
-            lines.append(f"{r['layer']:<28} {r['kind']:<7} {r['m']:>7} {r['n']:>6} {r['k']:>6} {r['groups']:>6} "
+            lines.append(f"{r['layer']:<28} {r['kind']:<9} {r['m']:>7} {r['n']:>6} {r['k']:>6} {r['groups']:>6} "
                          f"{r['bits']:>4} {r['ms']:>10.4f}")
-        lines.append(f"{'total (' + self.target + f', batch {self.batch})':<70} {self.total_ms:>10.4f}")
+        lines.append(f"{'total (' + self.target + f', batch {self.batch})':<72} {self.total_ms:>10.4f}")
         return "\n".join(lines)
 
 
