@@ -6,15 +6,16 @@ implicit GEMM per group: ``m`` output positions (per sample), ``n`` output chann
 ``k`` reduction length (input channels per group x kernel elements), ``groups`` of them
 (depthwise convolutions have ``groups == n``).  An ``attention`` op is the fused product of
 attention, softmax(Q K^T) V, per head: ``m`` queries, ``n`` keys, ``k`` the head
-dimension, ``groups`` the heads; it runs two products (``products``).  ``in_positions`` x ``in_channels`` is the
-input's size per sample (for the bytes read), ``bits`` the weight bit-width, ``sparsity`` and
-``pattern`` the weight sparsity.  Convolutions also carry ``kernel`` and ``geometry``
+dimension, ``groups`` the heads; it runs two products (``products``).  ``in_positions`` x
+``in_channels`` is the input's size per sample (for the bytes read), ``bits`` the weight
+bit-width, ``sparsity`` and ``pattern`` the weight sparsity; ``gathers`` marks an op whose
+input is more than the op before it wrote (a concatenation, a skipped-over input).  Convolutions also carry ``kernel`` and ``geometry``
 (``h_in, w_in, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w``) so a measured
 latency model can run them as they are.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 from .patterns import lowrank_shapes
@@ -36,6 +37,7 @@ class Op:
     pattern: str = "unstructured"
     kernel: tuple[int, int] = (1, 1)
     geometry: tuple[int, ...] = ()
+    gathers: bool = False  # reads more than the op before writes (``gathering_layers``); not part of the signature
 
     @property
     def flops(self) -> int:
@@ -51,6 +53,7 @@ class Op:
         """A stable key for caches of measured ops."""
         d = asdict(self)
         d.pop("layer")
+        d.pop("gathers")  # where the input comes from, not what the op computes
         d["kernel"], d["geometry"] = "x".join(map(str, d["kernel"])), "x".join(map(str, d["geometry"]))
         return ",".join(f"{key}={d[key]}" for key in sorted(d))
 
@@ -59,14 +62,40 @@ class Op:
 
 
 def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[Op]:
-    """The ops of the model ``compress`` builds from ``settings`` (per sample)."""
+    """The ops of the model ``compress`` builds from ``settings`` (per sample), each
+    layer's first op marked ``gathers`` where the layer gathers (``gathering_layers``)."""
+    gathering = gathering_layers(space)
+    ops = []
+    for name, layer_ops in _layer_ops(space, settings):
+        if name in gathering:
+            layer_ops[0] = replace(layer_ops[0], gathers=True)
+        ops += layer_ops
+    return ops
+
+
+def gathering_layers(space: Space) -> set[str]:
+    """The layers whose input, in the base model, is larger than what the op before them
+    writes: they read a concatenation of earlier outputs (DenseNet) or an input skipped
+    over (a ResNet shortcut).  Decided on the base model, so pruning never changes it."""
+    base = _layer_ops(space, space.resolve(space.neutral()))
+    out = set()
+    for (_, before), (name, ops) in zip(base, base[1:]):
+        if ops[0].in_positions * ops[0].in_channels > before[-1].out_elements:
+            out.add(name)
+    return out
+
+
+def _layer_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[Op]]]:
+    """``(layer name, its ops)`` for every layer, in model order."""
     shapes = space.shapes(settings)
     kept = space.group_channels(settings)
     head_dims = {g.name: g.head_dim for g in space.groups if g.head_dim}
-    ops = []
+    out_ops = []
     for layer in space.layers:
         out, inp = shapes[layer.name]
         s = settings.get(layer.name, {})
+        ops: list[Op] = []
+        out_ops.append((layer.name, ops))
         if layer.kind == "attention":
             ops += _attention_ops(layer, kept[layer.name], head_dims[layer.name])
             continue
@@ -89,7 +118,7 @@ def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[O
         ops.append(Op(layer.name, layer.kind, out_rows, out // groups if groups > 1 else out,
                       per_group_in * kh * kw, groups, in_rows, inp, bits, float(s.get("sparsity", 0.0)),
                       str(s.get("pattern", "unstructured")), (kh, kw), layer.geometry))
-    return ops
+    return out_ops
 
 
 def products(op: Op) -> list[Op]:

@@ -1,9 +1,10 @@
 """A learned latency model (nn-Meter's approach): one regressor per op kind, fitted on
 measured ops, stored as JSON with a schema version (never pickle).
 
-Features per op (``FEATURES_VERSION`` 3, which added attention as its own kind): log2
-of the batch x positions, output channels, reduction length, groups, input positions,
-input channels, FLOPs and bytes, kernel area and stride; then log2 of the batch, the
+Features per op (``FEATURES_VERSION`` 3 added attention as its own kind, 4 the gathered
+inputs between the layers): log2 of the batch x positions, output channels, reduction
+length, groups, input positions, input channels, FLOPs and bytes, kernel area and
+stride; then log2 of the batch, the
 FLOPs with channels padded to the CPU kernels' block of 8 (oneDNN's AVX2 blocking: 9
 channels cost what 16 do), the padded channel counts and the output and input elements.
 The regressor is scikit-learn's HistGradientBoostingRegressor on log(ms), with monotonic
@@ -16,8 +17,9 @@ What runs between the layers (activations, additions, normalisation, pooling, th
 dispatch) is not an op: ``fit_glue`` fits it on whole models measured at profile time as
 ``c0 + c_ops x ops + c_elements x output elements + c_in_elements x input elements +
 c_gathered x gathered elements`` (non-negative least squares; the gathered elements are
-those an op reads that the op before it did not write: concatenations copy them and skip
-connections read them again, so DenseNet's layers cost far more than their ops), and
+the inputs of the ops whose input, in the base model, is more than the op before wrote:
+concatenations copy them and skip connections read them again, so DenseNet's layers cost
+far more than their ops), and
 ``total`` adds it to the sum of the ops (the "(between the layers)" row of a report).
 """
 from __future__ import annotations
@@ -43,7 +45,7 @@ CONSTRAINTS = {"attention": {"groups": 1, "k": 0}}
 KINDS = ("conv", "pointwise", "depthwise", "linear", "attention")  # one regressor each
 BATCHES = (1, 8, 32)  # batch sizes ops (and whole models) are profiled at
 SAMPLES_PER_KIND = 300  # first random samples per op kind (BENCHMARKS.md: 300 beat 150, 51% vs 46% within 10%)
-FEATURES_VERSION = 3  # saved models record it; a model fitted on other features is refused
+FEATURES_VERSION = 4  # saved models record it; a model fitted on other features is refused (4: gathered inputs)
 REGRESSOR = dict(max_iter=300, learning_rate=0.08, max_leaf_nodes=15, min_samples_leaf=3, random_state=0)
 BLOCK = 8  # channels per block of the CPU's convolution and GEMM kernels (oneDNN, AVX2 fp32)
 
@@ -152,10 +154,10 @@ def glue_features(ops: Sequence[Op], batch: int = 1) -> tuple[float, float, floa
     """What the between-the-layers time scales with: the number of ops; the millions of
     elements they write (each is read and written again by the activation, addition,
     normalisation or pooling after it) and read (pre-activation blocks normalise them);
-    and the millions each op reads beyond what the op before it wrote (in model order:
-    concatenations copy them, skip connections read them again)."""
+    and the millions read by the ops that gather (``Op.gathers``: concatenations copy
+    their input, skip connections read it again).  Each grows with every op's channels."""
     reads = [op.in_positions * op.in_channels for op in ops]
-    gathered = sum(max(0, read - before.out_elements) for read, before in zip(reads[1:], ops))
+    gathered = sum(read for read, op in zip(reads, ops) if op.gathers)
     return (float(len(ops)), 1e-6 * batch * sum(op.out_elements for op in ops), 1e-6 * batch * sum(reads),
             1e-6 * batch * gathered)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -61,7 +62,8 @@ def _whole_models(learned, rng, glue):
     """Made-up whole models: the learned ops plus a known between-the-layers time."""
     samples = []
     for i in range(12):
-        ops = [random_op(k, rng) for k in KINDS for _ in range(i % 4 + 1)]
+        ops = [dataclasses.replace(random_op(k, rng), gathers=j % 3 == 0)  # some read a concatenation
+               for j, k in enumerate(k for k in KINDS for _ in range(i % 4 + 1))]
         batch = (1, 8, 32)[i % 3]
         rest = float(np.dot([glue[name] for name in GLUE_TERMS], [1.0, *glue_features(ops, batch)]))
         samples.append((ops, batch, learned.total(ops, batch) + rest))
@@ -319,17 +321,38 @@ def test_the_ops_of_a_model_are_every_matrix_product_it_runs(name):
 
 
 def test_gathered_elements_come_from_concatenations_and_skip_connections():
-    """What an op reads beyond what the op before it wrote: nothing in a plain chain
-    (VGG; MobileNetV2's additions write what its next op reads), the downsampling shortcuts of a
-    ResNet, and most of what a DenseNet layer reads (every earlier feature map)."""
+    """The inputs of ops that read more than the op before them wrote, decided on the base
+    model: none in a plain chain (VGG; MobileNetV2's additions write what its next op
+    reads), ResNet's downsampling shortcuts, most of what DenseNet's layers read (every
+    earlier feature map), the ViT's first attention (its class token is concatenated)."""
+    from autocompress import zoo
+    from autocompress.ops import gathering_layers, space_ops
+    from autocompress.spaces import build_space
+
+    def space(name):
+        return build_space(getattr(zoo, name)().eval(), zoo.example_input(name))
+
+    def gathered_share(name):
+        s = space(name)
+        _, _, reads, gathered = glue_features(space_ops(s, s.resolve({})))
+        return gathered / reads
+
+    assert gathered_share("vgg_small") == gathered_share("mobilenetv2_small") == 0
+    assert 0 < gathered_share("resnet20") < 0.2 < 0.5 < gathered_share("densenet_small")
+    assert gathering_layers(space("resnet20")) == {"stages.1.0.shortcut.0", "stages.2.0.shortcut.0"}
+    assert gathering_layers(space("vit_tiny")) == {"blocks.0.attn"}
+
+
+@pytest.mark.parametrize("name", ["resnet20", "densenet_small", "se_net"])
+def test_pruning_never_makes_a_whole_model_slower_between_the_layers(learned, name):
+    """Every term between the layers grows with every op's channels (which ops gather is
+    decided on the base model), so pruning any channel group never predicts a slower model."""
     from autocompress import zoo
     from autocompress.ops import space_ops
     from autocompress.spaces import build_space
 
-    def gathered_share(name):
-        space = build_space(getattr(zoo, name)().eval(), zoo.example_input(name))
-        _, _, reads, gathered = glue_features(space_ops(space, space.resolve({})))
-        return gathered / reads
-
-    assert gathered_share("vgg_small") == gathered_share("mobilenetv2_small") == 0
-    assert 0 < gathered_share("resnet20") < 0.1 < 0.5 < gathered_share("densenet_small")
+    model = LearnedLatency("glued", "test", learned.kinds, glue=GLUE)
+    space = build_space(getattr(zoo, name)().eval(), zoo.example_input(name))
+    for knob in (k for k in space.knobs if k.kind == "channels"):
+        totals = [model.between_layers(space_ops(space, space.resolve({knob.name: d})), 8) for d in (1.0, 0.6, 0.2)]
+        assert totals == sorted(totals, reverse=True), knob.name
