@@ -78,11 +78,8 @@ def gathering_layers(space: Space) -> set[str]:
     writes: they read a concatenation of earlier outputs (DenseNet) or an input skipped
     over (a ResNet shortcut).  Decided on the base model, so pruning never changes it."""
     base = _layer_ops(space, space.resolve(space.neutral()))
-    out = set()
-    for (_, before), (name, ops) in zip(base, base[1:]):
-        if ops[0].in_positions * ops[0].in_channels > before[-1].out_elements:
-            out.add(name)
-    return out
+    return {name for (_, before), (name, ops) in zip(base, base[1:])
+            if ops[0].in_positions * ops[0].in_channels > before[-1].out_elements}
 
 
 def _layer_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[Op]]]:
