@@ -125,16 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="measure this machine's ops and fit a learned latency model",
                        description="Time random convolution, pointwise, depthwise, linear and attention ops on "
-                                   "this machine, fit one regressor per kind (with adaptive sampling around badly "
-                                   "predicted ops), then time the built-in zoo models whole, compressed at random, to learn "
-                                   "what runs between the layers; save it (JSON) where latency budgets on this "
-                                   "target will use it.")
+                                   "this machine and the layers of the built-in zoo models (and of yours, with "
+                                   "--model), compressed at random; fit one regressor per kind (with adaptive "
+                                   "sampling around badly predicted ops); time those models whole to learn what "
+                                   "runs between the layers; save it (JSON) where latency budgets on this target "
+                                   "will use it.")
     p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="device to profile (default cpu)")
     p.add_argument("--samples", type=int, default=300, metavar="N", help="first samples per op kind (default 300)")
     p.add_argument("--rounds", type=int, default=2, metavar="N", help="adaptive sampling rounds (default 2)")
     p.add_argument("--ops-only", action="store_true",
                    help="skip the whole-model measurements (totals are then the sum of the ops)")
     p.add_argument("--out", metavar="FILE.json", help="where to save (default: the cache folder, used by searches)")
+    own = p.add_argument_group("your model (profiled with the zoo's when given)")
+    own.add_argument("--model", metavar="PKG.MODULE:ATTR", help="an nn.Module, or a function returning one")
+    own.add_argument("--weights", metavar="FILE", help="a state dict for the model (loaded with weights_only=True)")
+    own.add_argument("--data", metavar="PKG.MODULE:ATTR",
+                     help="a function returning (train, val[, test]) iterables of (x, y) batches (for the input shape)")
 
     r = sub.add_parser("report", help="write report.html and PNGs for a search folder",
                        description="Pictures of a search: accuracy against FLOPs/latency with every trial, the "
@@ -205,8 +211,17 @@ def _profile(args) -> int:
 
     if args.samples < 10 or args.rounds < 0:
         raise AutocompressError("--samples must be 10 or more and --rounds zero or more")
+    if args.model and args.ops_only:
+        raise AutocompressError("--model profiles your model's layers and times it whole; --ops-only skips both")
+    own = []
+    if args.model:
+        from .workload import load_workload
+
+        workload = load_workload(args.model, args.weights, args.data,
+                                 data_for="whose first batch gives the model's input shape")
+        own = [(workload.name, workload.model, workload.example_input)]
     model = profile_device(args.target, args.samples, args.rounds, models=() if args.ops_only else PROFILE_MODELS,
-                           progress=lambda line: print(f"profile: {line}", flush=True))
+                           progress=lambda line: print(f"profile: {line}", flush=True), own=own)
     path = Path(args.out) if args.out else learned_path(args.target)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)

@@ -25,15 +25,23 @@ PROFILE_MODELS = ("lenet5", "lenet300_100", "vgg_small", "resnet20", "mobilenetv
 
 
 def compressed_zoo(names: Sequence[str], per_model: int, rng: np.random.Generator, base: bool = True) -> list[tuple]:
-    """``(name, model, example input, ops per sample)`` for each zoo model in ``names``:
-    the model itself (``base``), then ``per_model`` copies with every channel group kept
-    at a random 20-100%.  Models are compressed and baked as ``apply`` builds them."""
+    """``compressed_models`` of the zoo models in ``names``."""
+    return compressed_models([(name, getattr(zoo, name)(), zoo.example_input(name)) for name in names], per_model,
+                             rng, base)
+
+
+def compressed_models(models: Sequence[tuple[str, torch.nn.Module, torch.Tensor]], per_model: int,
+                      rng: np.random.Generator, base: bool = True) -> list[tuple]:
+    """``(name, model, example input, ops per sample)`` for each ``(name, model, example
+    input)``: the model itself (``base``), then ``per_model`` copies with every channel
+    group kept at a random 20-100%.  Models are compressed and baked as ``apply`` builds
+    them."""
     from .compress import bake, compress
     from .spaces import build_space
 
     out = []
-    for name in names:
-        model, x = getattr(zoo, name)().eval(), zoo.example_input(name)
+    for name, model, x in models:
+        model = model.eval()
         space = build_space(model, x)
         for copy in range(0 if base else 1, per_model + 1):
             candidate = {} if copy == 0 else {k.name: float(rng.uniform(0.2, 1.0)) for k in space.knobs
@@ -74,14 +82,16 @@ def whole_model_samples(items: Sequence[tuple], batches: Sequence[int] = BATCHES
 
 def profile_device(target: str = "cpu", samples_per_kind: int = SAMPLES_PER_KIND, rounds: int = 2, seed: int = 0,
                    measured: MeasuredLatency | None = None, models: Sequence[str] = PROFILE_MODELS,
-                   per_model: int = 2, progress: Callable[[str], None] | None = None) -> LearnedLatency:
+                   per_model: int = 2, progress: Callable[[str], None] | None = None,
+                   own: Sequence[tuple[str, torch.nn.Module, torch.Tensor]] = ()) -> LearnedLatency:
     """This machine's learned latency model for ``target``: random ops and the layers of
-    ``models`` (compressed at random) profiled with ``measured`` (its disk cache), then
-    the between-the-layers term fitted on those models measured whole (``models=()``
-    skips both; ``target`` ``cuda`` times its ops only)."""
+    the zoo ``models`` and of the user's ``own`` ``(name, model, example input)``
+    (compressed at random) profiled with ``measured`` (its disk cache), then the
+    between-the-layers term fitted on those models measured whole (no models skips both;
+    ``target`` ``cuda`` times its ops only)."""
     measured = measured or MeasuredLatency(target, device=target)
     rng = np.random.default_rng(seed)
-    items = compressed_zoo(models, per_model, rng)
+    items = compressed_zoo(models, per_model, rng) + compressed_models(own, per_model, rng)
     layers = {(op.signature(), batch): (op, batch) for *_, ops in items for op in ops
               for batch in [int(rng.choice(BATCHES))]}  # each layer of real models once, at a random batch
     model = profile(measured.predict_op, f"learned-{target}", device_key(target), samples_per_kind, rounds,

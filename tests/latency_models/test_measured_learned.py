@@ -356,3 +356,30 @@ def test_pruning_never_makes_a_whole_model_slower_between_the_layers(learned, na
     for knob in (k for k in space.knobs if k.kind == "channels"):
         totals = [model.between_layers(space_ops(space, space.resolve({knob.name: d})), 8) for d in (1.0, 0.6, 0.2)]
         assert totals == sorted(totals, reverse=True), knob.name
+
+
+def test_profile_command_profiles_your_own_model_with_the_zoo(tmp_path, monkeypatch, capsys):
+    """``profile --model``: your model's layers (compressed at random) are timed as samples
+    and the model is timed whole for what runs between the layers (the zoo's models are
+    left out here to keep the test short)."""
+    import autocompress.profiling as profiling
+    from autocompress import zoo
+    from autocompress.ops import space_ops
+    from autocompress.spaces import build_space
+
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(profiling, "PROFILE_MODELS", ())
+    out = tmp_path / "cpu.json"
+    assert main(["profile", "--samples", "10", "--rounds", "0", "--model", "autocompress.zoo:lenet300_100",
+                 "--data", "autocompress.zoo:lenet300_100_data", "--out", str(out)]) == 0
+    model = load_latency_model(out)
+    assert model.glue["models"] == 3 * 3  # the model and two compressed copies, at batch 1, 8 and 32
+    timed = json.loads((tmp_path / "cache" / "latency" / "measured-cpu.json").read_text())
+    keys = {key.split("|b=")[0] for entries in timed.values() for key in entries}
+    space = build_space(zoo.lenet300_100().eval(), zoo.example_input("lenet300_100"))
+    assert {op.signature() for op in space_ops(space, space.resolve({}))} <= keys
+    assert "saved to" in capsys.readouterr().out
+    assert main(["profile", "--model", "autocompress.zoo:lenet300_100", "--ops-only"]) == 2
+    assert "--ops-only skips both" in capsys.readouterr().err
+    assert main(["profile", "--model", "autocompress.zoo:lenet300_100"]) == 2
+    assert "gives the model's input shape" in capsys.readouterr().err
