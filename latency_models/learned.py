@@ -2,13 +2,11 @@
 measured ops, stored as JSON with a schema version (never pickle).
 
 Features per op (``FEATURES_VERSION`` 3 added attention as its own kind, 4 the gathered
-inputs between the layers, 5 ``native``): log2 of the batch x positions, output
-channels, reduction length, groups, input positions, input channels, FLOPs and bytes,
-kernel area and stride; then log2 of the batch, the FLOPs with channels padded to the CPU
-kernels' block of 8 (oneDNN's AVX2 blocking: 9 channels cost what 16 do), the padded
-channel counts and the output and input elements; then whether torch runs the
-convolution with its own kernel instead of oneDNN's (``native_convolution``: small
-inputs at batch 1; BENCHMARKS.md).
+inputs between the layers): log2 of the batch x positions, output channels, reduction
+length, groups, input positions, input channels, FLOPs and bytes, kernel area and
+stride; then log2 of the batch, the
+FLOPs with channels padded to the CPU kernels' block of 8 (oneDNN's AVX2 blocking: 9
+channels cost what 16 do), the padded channel counts and the output and input elements.
 The regressor is scikit-learn's HistGradientBoostingRegressor on log(ms), with monotonic
 constraints on every work feature, so more work is never predicted faster within one op
 kind (``CONSTRAINTS``: the one exception is attention's head dimension, where the CPU
@@ -36,8 +34,8 @@ from .base import LatencyModel, LatencyReport
 
 FEATURES = ("positions", "n", "k", "groups", "in_positions", "in_channels", "flops", "bytes", "kernel_area",
             "stride", "batch", "padded_flops", "padded_out_channels", "padded_in_channels", "out_elements",
-            "in_elements", "native")
-MONOTONE = (1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, -1)  # native: 1 for less work, so never slower
+            "in_elements")
+MONOTONE = (1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1)
 # Per kind: attention's groups are its heads (more heads, more work), and its head
 # dimension is left free because the device itself is not monotone in it: this CPU ran 14
 # of 42 attention ops over 10% (up to 34%) faster with 16 features per head than with 8
@@ -47,7 +45,7 @@ CONSTRAINTS = {"attention": {"groups": 1, "k": 0}}
 KINDS = ("conv", "pointwise", "depthwise", "linear", "attention")  # one regressor each
 BATCHES = (1, 8, 32)  # batch sizes ops (and whole models) are profiled at
 SAMPLES_PER_KIND = 300  # first random samples per op kind (BENCHMARKS.md: 300 beat 150, 51% vs 46% within 10%)
-FEATURES_VERSION = 5  # saved models record it; a model fitted on other features is refused (5: native)
+FEATURES_VERSION = 4  # saved models record it; a model fitted on other features is refused (4: gathered inputs)
 REGRESSOR = dict(max_iter=300, learning_rate=0.08, max_leaf_nodes=15, min_samples_leaf=3, random_state=0)
 BLOCK = 8  # channels per block of the CPU's convolution and GEMM kernels (oneDNN, AVX2 fp32)
 
@@ -92,18 +90,7 @@ def features(op: Op, batch: int) -> list[float]:
     extra = (batch, padded_flops, padded_out, padded_in, batch * op.out_elements,
              batch * op.in_positions * op.in_channels)
     return ([math.log2(max(v, 1)) for v in values] + [float(area), float(stride)]
-            + [math.log2(max(v, 1)) for v in extra] + [float(native_convolution(op, batch))])
-
-
-def native_convolution(op: Op, batch: int) -> bool:
-    """Whether torch runs this convolution with its own kernel rather than oneDNN's, as
-    torch 2.x decides on a CPU with more than one thread (``ConvParams::use_mkldnn``):
-    oneDNN for grouped convolutions, kernels over 3x3, a batch over 1 or an input over
-    20,480 elements; its own kernel for the small rest.  Only less work turns it on."""
-    if not op.geometry or op.kind == "attention":
-        return False
-    h, w = op.geometry[0], op.geometry[1]
-    return not (op.groups > 1 or min(op.kernel) > 3 or batch > 1 or batch * op.in_channels * h * w > 20480)
+            + [math.log2(max(v, 1)) for v in extra])
 
 
 class LearnedLatency(LatencyModel):

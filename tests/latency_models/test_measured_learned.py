@@ -383,21 +383,3 @@ def test_profile_command_profiles_your_own_model_with_the_zoo(tmp_path, monkeypa
     assert "--ops-only skips both" in capsys.readouterr().err
     assert main(["profile", "--model", "autocompress.zoo:lenet300_100"]) == 2
     assert "gives the model's input shape" in capsys.readouterr().err
-
-
-def test_native_convolutions_are_the_small_ones_at_batch_one():
-    """torch runs small convolutions at batch 1 with its own kernel, the rest with oneDNN;
-    the feature turns on only for less work, so its "never slower" constraint keeps the
-    latency contract."""
-    import dataclasses
-
-    from autocompress.latency_models.learned import native_convolution
-    from autocompress.ops import Op
-
-    small = Op("c", "conv", 1024, 16, 8 * 9, 1, 1024, 8, kernel=(3, 3), geometry=(32, 32, 1, 1, 1, 1, 1, 1))
-    assert native_convolution(small, 1)
-    assert not native_convolution(small, 2)  # a batch over 1
-    assert not native_convolution(dataclasses.replace(small, in_channels=24), 1)  # over 20,480 input elements
-    assert not native_convolution(dataclasses.replace(small, groups=8, n=2, k=9), 1)  # grouped
-    assert not native_convolution(dataclasses.replace(small, kernel=(5, 5)), 1)  # larger than 3x3
-    assert not native_convolution(Op("l", "linear", 1, 16, 8), 1)
