@@ -9,9 +9,9 @@ attention, softmax(Q K^T) V, per head: ``m`` queries, ``n`` keys, ``k`` the head
 dimension, ``groups`` the heads; it runs two products (``products``).  ``in_positions`` x
 ``in_channels`` is the input's size per sample (for the bytes read), ``bits`` the weight
 bit-width, ``sparsity`` and ``pattern`` the weight sparsity; ``gathers`` marks an op whose
-input is more than the op before it wrote (a concatenation, a skipped-over input).  Convolutions also carry ``kernel`` and ``geometry``
-(``h_in, w_in, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w``) so a measured
-latency model can run them as they are.
+input is more than the op before it wrote (a concatenation, a skipped-over input).
+Convolutions also carry ``kernel`` and ``geometry`` (``h_in, w_in, stride_h, stride_w,
+pad_h, pad_w, dilation_h, dilation_w``) so a measured latency model can run them as they are.
 """
 from __future__ import annotations
 
@@ -64,10 +64,9 @@ class Op:
 def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[Op]:
     """The ops of the model ``compress`` builds from ``settings`` (per sample), each
     layer's first op marked ``gathers`` where the layer gathers (``gathering_layers``)."""
-    gathering = gathering_layers(space)
     ops = []
     for name, layer_ops in _layer_ops(space, settings):
-        if name in gathering:
+        if name in space.gathering:
             layer_ops[0] = replace(layer_ops[0], gathers=True)
         ops += layer_ops
     return ops
@@ -76,7 +75,8 @@ def space_ops(space: Space, settings: Mapping[str, Mapping[str, Any]]) -> list[O
 def gathering_layers(space: Space) -> set[str]:
     """The layers whose input, in the base model, is larger than what the op before them
     writes: they read a concatenation of earlier outputs (DenseNet) or an input skipped
-    over (a ResNet shortcut).  Decided on the base model, so pruning never changes it."""
+    over (a ResNet shortcut).  Decided on the base model, so pruning never changes it
+    (``Space.gathering`` keeps it, computed once per space)."""
     base = _layer_ops(space, space.resolve(space.neutral()))
     return {name for (_, before), (name, ops) in zip(base, base[1:])
             if ops[0].in_positions * ops[0].in_channels > before[-1].out_elements}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Mapping
 
 from .errors import RecipeError
@@ -174,6 +175,13 @@ class Space:
 
     def neutral(self) -> Candidate:
         return {k.name: 1.0 for k in self.knobs}
+
+    @cached_property
+    def gathering(self) -> frozenset[str]:
+        """``ops.gathering_layers`` of this space, computed once (``space_ops`` asks on every call)."""
+        from .ops import gathering_layers
+
+        return frozenset(gathering_layers(self))
 
     def most_compressed(self) -> Candidate:
         return {k.name: k.low for k in self.knobs}

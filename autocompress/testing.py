@@ -232,9 +232,10 @@ class StrategySuite:
 class LatencyModelSuite:
     """What every latency model guarantees.  Subclass it and provide a
     ``latency_model`` fixture; the ops are the demo model's, plain, pruned, low-rank,
-    sparse and 8-bit, and the attention products of the zoo's ViT, all heads and half.  ``monotone_slack``: a measured model times real kernels on a noisy
-    machine, so it may predict twice the work up to that fraction faster; analytic and
-    learned models get none."""
+    sparse and 8-bit, and the attention products of the zoo's ViT, all heads and half.
+    ``monotone_slack``: a measured model times real kernels on a noisy machine, so it may
+    predict twice the work up to that fraction faster; analytic and learned models get
+    none."""
 
     monotone_slack = 0.0
 

@@ -4,14 +4,14 @@ measured ops, stored as JSON with a schema version (never pickle).
 Features per op (``FEATURES_VERSION`` 3 added attention as its own kind, 4 the gathered
 inputs between the layers): log2 of the batch x positions, output channels, reduction
 length, groups, input positions, input channels, FLOPs and bytes, kernel area and
-stride; then log2 of the batch, the
-FLOPs with channels padded to the CPU kernels' block of 8 (oneDNN's AVX2 blocking: 9
-channels cost what 16 do), the padded channel counts and the output and input elements.
-The regressor is scikit-learn's HistGradientBoostingRegressor on log(ms), with monotonic
-constraints on every work feature, so more work is never predicted faster within one op
-kind (``CONSTRAINTS``: the one exception is attention's head dimension, where the CPU
-itself is not monotone).  Its trees are written out as plain arrays and evaluated here
-with numpy, so a model fitted today loads with tomorrow's libraries.
+stride; then log2 of the batch, the FLOPs with channels padded to the CPU kernels' block
+of 8 (oneDNN's AVX2 blocking: 9 channels cost what 16 do), the padded channel counts and
+the output and input elements.  The regressor is scikit-learn's
+HistGradientBoostingRegressor on log(ms), with monotonic constraints on every work
+feature, so more work is never predicted faster within one op kind (``CONSTRAINTS``: the
+one exception is attention's head dimension, where the CPU itself is not monotone).  Its
+trees are written out as plain arrays and evaluated here with numpy, so a model fitted
+today loads with tomorrow's libraries.
 
 What runs between the layers (activations, additions, normalisation, pooling, the per-node
 dispatch) is not an op: ``fit_glue`` fits it on whole models measured at profile time as
@@ -19,8 +19,8 @@ dispatch) is not an op: ``fit_glue`` fits it on whole models measured at profile
 c_gathered x gathered elements`` (non-negative least squares; the gathered elements are
 the inputs of the ops whose input, in the base model, is more than the op before wrote:
 concatenations copy them and skip connections read them again, so DenseNet's layers cost
-far more than their ops), and
-``total`` adds it to the sum of the ops (the "(between the layers)" row of a report).
+far more than their ops), and ``total`` adds it to the sum of the ops (the "(between the
+layers)" row of a report).
 """
 from __future__ import annotations
 
