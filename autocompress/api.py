@@ -2,20 +2,24 @@
 specs."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import torch.nn as nn
+from .core import budget as _budget
+from .core.errors import ModelError
+from .core.recipe import Recipe
+from .core.workload import Workload
 
-from . import budget as _budget
-from .engine import SearchResult, SearchSettings, export_trial as _export_trial, replay
-from .runner import run_search
-from .errors import ModelError
-from .recipe import Recipe
-from .workload import Workload, _first_input, load_workload
+if TYPE_CHECKING:  # the engine (and torch) are imported when a function runs, not with the package
+    import torch.nn as nn
+
+    from .engine.recipes import SearchResult
 
 
 def _workload(model: nn.Module | None, data: Sequence[Iterable] | None) -> Workload:
+    from .models.workload import _first_input, load_workload
+
     if model is None and data is None:
         return load_workload()
     if model is None or data is None or len(data) not in (2, 3):
@@ -27,13 +31,24 @@ def _workload(model: nn.Module | None, data: Sequence[Iterable] | None) -> Workl
 def search(budget: str | Sequence[str], model: nn.Module | None = None, data: Sequence[Iterable] | None = None,
            out: str | Path = "autocompress-run", progress: bool = True, **settings) -> SearchResult:
     """Search for a recipe meeting ``budget`` (e.g. ``"flops=0.3"``); see SearchSettings for
-    ``trials``, ``strategy``, ``seed``, ``finetune_steps``... Without a model, the demo."""
+    ``trials``, ``strategy``, ``seed``, ``finetune_steps``... Without a model, the demo.
+
+    ``strategy`` is a registered name (``"bo"``) or a Strategy object (``strategy=
+    RandomStrategy(seed=3)`` from ``autocompress.search``, or your own subclass);
+    ``latency_models={"mydev": model}`` predicts ``latency=...@mydev`` budgets with a
+    LatencyModel object.  Both are stored in the study as their name and parameters
+    (JSON), so a resumed search must pass the same."""
+    from .engine.runner import run_search
+    from .engine.settings import SearchSettings
+
     return run_search(_workload(model, data), SearchSettings(_budget.parse(budget), **settings), out, progress)
 
 
 def apply(recipe: str | Path | Recipe, model: nn.Module | None = None,
           data: Sequence[Iterable] | None = None) -> tuple[nn.Module, dict[str, float]]:
     """The compressed model a recipe describes, and its measured metrics."""
+    from .engine.recipes import replay
+
     if not isinstance(recipe, Recipe):
         recipe = Recipe.load(recipe)
     return replay(_workload(model, data), recipe)
@@ -45,8 +60,17 @@ def export_trial(folder: str | Path, trial: int, model: nn.Module | None = None,
     ``pareto.yaml``), replayed and measured, to ``path`` (default
     ``folder/recipe-trial-N.yaml``); returns it and its path.  Raises StudyError for a
     trial that is unknown, failed, a scan or over the budget."""
+    from .engine.recipes import export_trial as _export_trial
+
     recipe, path, _ = _export_trial(_workload(model, data), folder, trial, path)
     return recipe, path
+
+
+def load_workload(model: str | None = None, weights: str | Path | None = None, data: str | None = None) -> Workload:
+    """A model and its data from CLI-style specs (``pkg.module:attr``); the demo without ``model``."""
+    from .models.workload import load_workload as load
+
+    return load(model, weights, data)
 
 
 __all__ = ["search", "apply", "export_trial", "load_workload"]

@@ -32,17 +32,18 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from autocompress import zoo
 from autocompress.api import search
-from autocompress.engine import export_model, replay
+from autocompress.compress.export import export_model
+from autocompress.core.ops import space_ops
+from autocompress.core.recipe import Recipe
+from autocompress.core.workload import Workload
+from autocompress.engine.recipes import replay
 from autocompress.latency_models import get_latency_model, target_names
 from autocompress.latency_models.learned import KINDS, SAMPLES_PER_KIND, random_op
 from autocompress.latency_models.measured import MeasuredLatency, device_key, measure_cpu_latency
-from autocompress.ops import space_ops
-from autocompress.profiling import PROFILE_MODELS, compressed_zoo, profile_device, whole_model_samples
-from autocompress.recipe import Recipe
+from autocompress.latency_models.profiling import compressed_models, profile_device, whole_model_samples
+from autocompress.models import zoo
 from autocompress.spaces import build_space
-from autocompress.workload import Workload
 
 UNSEEN_MODELS = ("se_net", "vit_tiny")
 
@@ -63,6 +64,7 @@ def part_learned(args) -> None:
     measured = MeasuredLatency("cpu", cache=str(Path(args.tmp) / "fit-cache.json"), repeats=args.repeats)
     start = time.perf_counter()
     learned = profile_device("cpu", args.samples, args.rounds, seed=args.seed, measured=measured,
+                             models=zoo.instances(zoo.PROFILED),
                              progress=lambda line: print("  profile:", line, flush=True))
     print(f"profiled in {time.perf_counter() - start:.0f} s; between the layers: {learned.glue}")
     learned.save(Path(args.tmp) / "learned-cpu.json")
@@ -83,11 +85,12 @@ def part_learned(args) -> None:
         print(row(f"{label}: noise floor (2nd measurement)", stats(m2, m1)))
 
     for kind in KINDS:
-        held_out(f"random {kind} ops", [(random_op(kind, rng), int(rng.choice([1, 8, 32]))) for _ in range(args.held_out)])
+        ops = [(random_op(kind, rng), int(rng.choice([1, 8, 32]))) for _ in range(args.held_out)]
+        held_out(f"random {kind} ops", ops)
     # zoo models never measured in the profile: other random compressions of the profiled
     # architectures, and architectures the profile never saw
-    seen = compressed_zoo(PROFILE_MODELS, args.models, rng, base=False)
-    unseen = compressed_zoo(UNSEEN_MODELS, args.models, rng)
+    seen = compressed_models(zoo.instances(zoo.PROFILED), args.models, rng, base=False)
+    unseen = compressed_models(zoo.instances(UNSEEN_MODELS), args.models, rng)
     for label, items in (("layers of compressed profiled models", seen), ("layers of unseen models", unseen)):
         held_out(label, [(op, b) for *_, ops in items for op in ops for b in (1, 32)])
     print(row("all held-out layers: learned", stats(everything["pred"], everything["m1"])))
@@ -134,8 +137,8 @@ def part_budget(args) -> None:
     print(f"| base ms | {recipe.metrics['base']['latency@cpu']:.3f} | {statistics.median(rounds['base']):.3f} |")
     print(f"| compressed ms | {recipe.metrics['compressed']['latency@cpu']:.3f} | "
           f"{statistics.median(rounds['compressed']):.3f} |")
-    print(f"| compressed / base | {recipe.metrics['compressed']['latency@cpu'] / recipe.metrics['base']['latency@cpu']:.3f}"
-          f" | {ratio:.3f} |")
+    predicted = recipe.metrics['compressed']['latency@cpu'] / recipe.metrics['base']['latency@cpu']
+    print(f"| compressed / base | {predicted:.3f} | {ratio:.3f} |")
     print(f"batch {args.batch}; FLOPs ratio {metrics['flops'] / recipe.metrics['base']['flops']:.3f}; budget 0.5; "
           f"measured ratio is {100 * (ratio / 0.5 - 1):+.1f}% from the budget")
 

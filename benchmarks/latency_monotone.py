@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from autocompress import zoo
+from autocompress.core.ops import space_ops
 from autocompress.latency_models import load_latency_model
-from autocompress.ops import space_ops
+from autocompress.models import zoo
 from autocompress.spaces import build_space
 
 MODELS = ("lenet5", "vgg_small", "resnet20", "mobilenetv2_small", "densenet_small", "se_net", "vit_tiny")

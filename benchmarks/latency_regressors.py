@@ -9,8 +9,8 @@ cache also has) and on its own training samples.  A regressor that fits its trai
 samples far better than the held-out ones is short of samples, not of capacity; the
 learning curve (the shipped regressor on a quarter, half, three quarters and all of the
 samples) shows how much more samples would buy.  Also: the measured attention ops that
-differ only in their head dimension (is the device monotone in it?).  The noise floor is the held-out ops' second measurement (DIR/held2.json).  Nothing is
-measured again.
+differ only in their head dimension (is the device monotone in it?).  The noise floor is
+the held-out ops' second measurement (DIR/held2.json).  Nothing is measured again.
 
     python benchmarks/latency_models.py --part learned --keep /tmp/latkeep
     python benchmarks/latency_regressors.py --keep /tmp/latkeep
@@ -28,8 +28,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
 import autocompress.latency_models.learned as learned
+from autocompress.core.ops import Op
 from autocompress.latency_models.measured import device_key
-from autocompress.ops import Op
 
 KINDS = learned.KINDS
 SHIPPED = learned.REGRESSOR  # what autocompress profile fits

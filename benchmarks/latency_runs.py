@@ -20,10 +20,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from latency_regressors import cached
 
 from autocompress.latency_models import load_latency_model
 from autocompress.latency_models.learned import LearnedLatency
-from latency_regressors import cached
 
 
 def agreement(first: dict, second: dict) -> str:

@@ -39,12 +39,13 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import kendalltau
 
-from autocompress import budget as _budget
 from autocompress.compress import compress
-from autocompress.data import TensorBatches
-from autocompress.engine import SearchSettings, base_metrics, limits_for, recover, search_space
-from autocompress.search import project
-from autocompress.workload import load_workload
+from autocompress.core import budget as _budget
+from autocompress.core.projection import project
+from autocompress.engine.evaluation import base_metrics, limits_for, recover, search_space
+from autocompress.engine.settings import SearchSettings
+from autocompress.models.data import TensorBatches
+from autocompress.models.workload import load_workload
 
 PROXIES: dict[str, dict[str, float]] = {
     "bn": {"finetune_steps": 0},
@@ -59,7 +60,7 @@ SCORES = ("val_acc", "-val_ce", "-val_kl", "val_acc, -val_kl")
 TRUTHS = ("test_acc", "-test_ce")
 WORKLOADS = {
     "demo": {},
-    "mnist": {"model": "autocompress.datasets:mnist_lenet5", "data": "autocompress.datasets:mnist_data"},
+    "mnist": {"model": "autocompress.models.datasets:mnist_lenet5", "data": "autocompress.models.datasets:mnist_data"},
 }
 
 

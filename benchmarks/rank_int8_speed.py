@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from autocompress import zoo
 from autocompress.api import apply, search
+from autocompress.compress.export import export_model
 from autocompress.compress.int8 import to_int8
-from autocompress.engine import export_model
+from autocompress.core.recipe import Recipe
 from autocompress.evaluators import count_flops
 from autocompress.latency_models.measured import run_times
-from autocompress.recipe import Recipe
+from autocompress.models import zoo
 
 
 def latency_ms(model, x: torch.Tensor, repeats: int) -> float:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from autocompress.budget import parse
-from autocompress.engine import SearchSettings
-from autocompress.ray_tune import require_ray, run_ray_trials
-from autocompress.runner import prepare, run_trials
-from autocompress.stopping import Stop
-from autocompress.trial import COMPLETE
-from autocompress.workload import load_workload
+from autocompress.core.budget import parse
+from autocompress.core.trial import COMPLETE
+from autocompress.engine.ray_tune import require_ray, run_ray_trials
+from autocompress.engine.runner import prepare, run_trials
+from autocompress.engine.settings import SearchSettings
+from autocompress.engine.stopping import Stop
+from autocompress.models.workload import load_workload
 
 
 def timed_run(mode: str, workers: int, trials: int, seed: int) -> dict:

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 
 from autocompress.api import search
-from autocompress.errors import AutocompressError
+from autocompress.core.errors import AutocompressError
+from autocompress.core.trial import COMPLETE, SCAN
 from autocompress.search import STRATEGIES
-from autocompress.trial import COMPLETE, SCAN
 
 WORKLOADS = ("demo", "mnist")
 
@@ -44,7 +44,7 @@ def workload_objects(name: str) -> dict:
     """``model=`` and ``data=`` for ``search`` (none for the demo, its default)."""
     if name == "demo":
         return {}
-    from autocompress.datasets import mnist_data, mnist_lenet5
+    from autocompress.models.datasets import mnist_data, mnist_lenet5
 
     return {"model": mnist_lenet5(), "data": mnist_data()}
 

@@ -51,21 +51,21 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from autocompress import zoo
 from autocompress.api import apply, search
+from autocompress.compress.export import export_model
 from autocompress.compress.fold import fold_batchnorm
-from autocompress.engine import export_model
+from autocompress.core.recipe import Recipe
+from autocompress.core.space import Space
 from autocompress.evaluators import count_flops
-from autocompress.recipe import Recipe
-from autocompress.space import Space
+from autocompress.models import zoo
 from autocompress.spaces import build_space
 
 BUDGET = 0.3
@@ -354,7 +354,8 @@ def stage_table(timing: Timing, flops: dict[str, int], labels: list[str]) -> str
 
 
 def investigated(base: nn.Module, data, example: torch.Tensor, folder: Path, uniform: nn.Module, recipe: Recipe,
-                 peer: nn.Module, args: argparse.Namespace, report: list[str]) -> tuple[dict[str, nn.Module], list[str]]:
+                 peer: nn.Module, args: argparse.Namespace,
+                 report: list[str]) -> tuple[dict[str, nn.Module], list[str]]:
     """Every model to time by name (the main rows, then the investigation rows), and the
     names of the investigation rows; notes for the report are appended to ``report``."""
     base_flops = count_flops(base, example)

@@ -2,31 +2,25 @@
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..errors import RecipeError
-from ..space import Space
-from .attention import HeadPruning
-from .base import Operator
-from .channels import ChannelPruning
-from .lowrank import LowRank
-from .masks import MagnitudeSparsity
-from .quantize import BitWidth
-
-OPERATORS: tuple[Operator, ...] = (ChannelPruning(), HeadPruning(), LowRank(), MagnitudeSparsity(), BitWidth())
-"""Applied in this order: structure first (channels, attention heads, then factorisation), then the
-weight constraints (masks, then quantisation) on what remains."""
+from ..core.errors import RecipeError
+from ..core.kinds import kinds
+from ..core.space import Space
 
 
 def compress(model: nn.Module, space: Space, settings: Mapping[str, Mapping], example_input: torch.Tensor) -> nn.Module:
     """A compressed copy of ``model`` with its weight constraints attached as
     parametrizations (ready to fine-tune and to measure); ``bake`` makes it plain.
-    The original is left untouched.  Raises RecipeError if ``settings`` names a layer the
-    space does not know.
+    The original is left untouched.  The operators of the registered kinds
+    (``core.kinds``) run in registration order, each where it is ``needed``: the built-in
+    ones apply structure first (channels and attention heads), then the weight constraints
+    (masks; factorisation of other layers) and quantisation on what remains.  Raises
+    RecipeError if ``settings`` names a layer the space does not know.
     """
     known = {layer.name for layer in space.layers}
     for name in settings:
@@ -34,9 +28,9 @@ def compress(model: nn.Module, space: Space, settings: Mapping[str, Mapping], ex
             raise RecipeError(f"layer {name!r} is not a compressible layer of this model")
     space.shapes(settings)  # raises for settings this model cannot take
     compressed = copy.deepcopy(model).eval()
-    for operator in OPERATORS:
-        if operator.needed(settings, space):
-            operator.apply(compressed, space, settings, example_input)
+    for kind in kinds():
+        if kind.operator is not None and kind.operator.needed(settings, space):
+            kind.operator.apply(compressed, space, settings, example_input)
     return compressed
 
 

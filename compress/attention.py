@@ -1,13 +1,13 @@
 """Head pruning: an attention layer keeps its strongest heads and its model width."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..space import Space
+from ..core.space import Space
 from .base import Operator
 
 
@@ -36,7 +36,7 @@ class HeadPrunedAttention(nn.Module):
         self.out_proj = nn.Linear(width, embed_dim, bias=bias)
 
     @classmethod
-    def from_multihead(cls, attention: nn.MultiheadAttention, kept_heads: list[int]) -> "HeadPrunedAttention":
+    def from_multihead(cls, attention: nn.MultiheadAttention, kept_heads: list[int]) -> HeadPrunedAttention:
         """``attention`` with only ``kept_heads`` (indices into its heads), weights copied."""
         d, embed = attention.head_dim, attention.embed_dim
         kept = sorted(kept_heads)
@@ -121,10 +121,8 @@ def head_scores(attention: nn.MultiheadAttention) -> torch.Tensor:
 class HeadPruning(Operator):
     """Keep the ``heads`` strongest heads (``head_scores``) of each attention layer whose
     settings ask for fewer than it has, replacing its ``nn.MultiheadAttention`` by a
-    ``HeadPrunedAttention`` of the same width.  Layers keeping all heads are untouched."""
-
-    setting_key = "heads"
-    neutral = -1.0  # compared per layer below
+    ``HeadPrunedAttention`` of the same width.  Layers keeping all heads are untouched.
+    ``ChannelPruning`` runs it for the channel kind's groups of heads."""
 
     def needed(self, settings, space: Space) -> bool:
         kept = space.group_channels(settings)

@@ -2,36 +2,38 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..space import Space
+from ..core.space import Space
 
 
 class Operator(ABC):
-    """Turns layer settings into a real change of a model, in place.
+    """Turns layer settings into a real change of a model, in place: the operator of one
+    compression kind (``core.kinds.Kind.operator``).
 
-    Contract: ``apply(model, space, settings, example_input)`` changes ``model`` (a copy
-    the caller owns) so that it really executes the settings of ``setting_key`` for every
-    layer in ``settings``; settings at their neutral value leave the model's outputs
-    identical.  Implementations keep no state between calls.
+    Contract: ``needed(settings, space)`` is true exactly when some layer's settings ask
+    the operator for a change; ``apply(model, space, settings, example_input)`` changes
+    ``model`` (a copy the caller owns) so that it really executes those settings (the
+    costs ``Space.cost`` predicts for them) and leaves layers whose settings ask for no
+    change untouched.  ``compress`` calls ``apply`` only where ``needed``, after the
+    operators of the kinds registered before this one.  Implementations keep no state
+    between calls.
     """
 
-    setting_key: str
-    neutral: float
-
-    def needed(self, settings: Mapping[str, Mapping[str, float]], space: Space) -> bool:
-        """Whether any layer asks this operator for a non-neutral setting."""
-        return any(s.get(self.setting_key, self.neutral) != self.neutral for s in settings.values())
+    @abstractmethod
+    def needed(self, settings: Mapping[str, Mapping[str, Any]], space: Space) -> bool:
+        """Whether any layer asks this operator for a change."""
 
     @abstractmethod
     def apply(
         self,
         model: nn.Module,
         space: Space,
-        settings: Mapping[str, Mapping[str, float]],
+        settings: Mapping[str, Mapping[str, Any]],
         example_input: torch.Tensor,
     ) -> None:
         """Compress ``model`` in place."""

@@ -9,14 +9,14 @@ reshaping the model.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..space import Space
+from ..core.space import Space
 
 _LAST_DIM = (nn.Linear, nn.LayerNorm)
 
@@ -69,7 +69,7 @@ class ChannelMasks:
                                 torch.as_tensor(item.root_idxs, dtype=torch.long)))
             self._targets[name] = targets
 
-    def __enter__(self) -> "ChannelMasks":
+    def __enter__(self) -> ChannelMasks:
         modules = {module for targets in self._targets.values() for module, _, _ in targets}
         self._handles = [m.register_forward_hook(self._hook) for m in self.model.modules() if m in modules]
         return self

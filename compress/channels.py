@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import warnings
-
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..space import Space
+from ..core.errors import RecipeError
+from ..core.kinds import Kind, is_whole
+from ..core.space import ChannelGroup, Knob, LayerInfo, Space, kept_channels
+from .attention import HeadPruning
 from .base import Operator
+
+CHANNEL_LOW = 0.1
+"""The smallest density (kept fraction of a group's channels) a channel knob may ask for."""
 
 
 class ChannelPruning(Operator):
@@ -19,21 +24,25 @@ class ChannelPruning(Operator):
     where the settings give one), physically removing the rest from every layer in the group:
     convolutions, BatchNorm entries and the consumers' input channels.  Uses
     Torch-Pruning's dependency graph, so residual adds and concatenations stay consistent.
+    Groups of heads (attention layers asking for fewer ``heads``) are then pruned by
+    ``HeadPruning``.
     """
-
-    setting_key = "out_channels"
-    neutral = -1.0  # compared per group below, not per layer
 
     def needed(self, settings, space: Space) -> bool:
         kept = space.group_channels(settings)
-        return any(kept[g.name] < g.size for g in space.groups if not g.head_dim)
+        return any(kept[g.name] < g.size for g in space.groups)
 
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping[str, float]],
               example_input: torch.Tensor) -> None:
         kept = space.group_channels(settings)
-        todo = [g for g in space.groups if kept[g.name] < g.size and not g.head_dim]  # heads: HeadPruning
-        if not todo:
-            return
+        todo = [g for g in space.groups if kept[g.name] < g.size and not g.head_dim]
+        if todo:
+            self._prune(model, space, settings, kept, todo, example_input)
+        if any(g.head_dim and kept[g.name] < g.size for g in space.groups):
+            HeadPruning().apply(model, space, settings, example_input)
+
+    def _prune(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping[str, float]],
+               kept: Mapping[str, int], todo: list[ChannelGroup], example_input: torch.Tensor) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
@@ -51,3 +60,58 @@ class ChannelPruning(Operator):
                     scores = importance(full)
                 drop = torch.argsort(scores, stable=True)[: group.size - kept[group.name]].tolist()
             graph.get_pruning_group(root, prune_out, idxs=sorted(drop)).prune()
+
+
+class ChannelKind(Kind):
+    """Channel pruning: one knob per coupled channel group (``ChannelGroup``), its density
+    the kept fraction of the group's channels (``kept_channels``: multiples of the space's
+    ``channel_multiple``).  An attention layer's heads are a group too (with a
+    ``head_dim``), kept one by one.  Fields: every layer's ``out_channels``, an attention
+    layer's ``heads`` and a group root's ``channel_order`` (indices, most wanted first).
+    The shapes it gives are the space's own (``Space.group_channels``, ``Space.shapes``),
+    so it changes no op itself."""
+
+    name = "channels"
+    fields = ("out_channels", "channel_order", "heads")
+    metrics = ("flops", "latency", "params", "size")
+    operator = ChannelPruning()
+
+    def knobs(self, layers: list[LayerInfo], groups: list[ChannelGroup], **options) -> list[Knob]:
+        return [Knob(self.name, g.name, CHANNEL_LOW) for g in groups]
+
+    def resolve(self, space: Space, candidate, settings) -> None:
+        kept = {g.name: kept_channels(g.size, candidate.get(f"{g.name}/{self.name}", 1.0),
+                                      1 if g.head_dim else space.channel_multiple)
+                for g in space.groups}
+        for layer in space.layers:
+            entry = settings[layer.name]
+            entry["out_channels"] = kept[layer.out_group] if layer.out_group else layer.out_channels
+            if layer.kind == "attention":
+                entry["heads"] = kept[layer.name]
+
+    def validate_field(self, layer: str, field: str, value) -> None:
+        if field in ("out_channels", "heads") and not is_whole(value):
+            raise RecipeError(f"layer {layer!r} {field} must be a whole number >= 1, got {value!r}")
+        if field == "channel_order" and not (
+                isinstance(value, list) and value and len(set(map(repr, value))) == len(value)
+                and all(is_whole(i, 0) for i in value)):
+            raise RecipeError(
+                f"layer {layer!r} channel_order must be a list of distinct channel indices, got {value!r}")
+
+    def check(self, space: Space, layer: LayerInfo, settings, shape: tuple[int, int]) -> None:
+        if layer.kind == "attention":
+            for key, value in settings.items():
+                if key not in ("heads", "out_channels", "sparsity") or (
+                        key == "out_channels" and value != layer.out_channels) or (key == "sparsity" and value != 0):
+                    raise RecipeError(f"attention layer {layer.name} cannot take {key}={value!r}; "
+                                      "only its heads are pruned")
+        elif settings.get("heads") is not None:
+            raise RecipeError(f"layer {layer.name} has a heads setting but is not an attention layer")
+        order = settings.get("channel_order")
+        if order is not None:
+            if layer.out_group != layer.name:
+                raise RecipeError(f"layer {layer.name} has a channel_order but does not name a channel group")
+            size = next(g.size for g in space.groups if g.name == layer.name)
+            if len(set(order)) != len(order) or not all(0 <= i < size for i in order) or len(order) < shape[0]:
+                raise RecipeError(f"layer {layer.name} channel_order must hold at least {shape[0]} distinct "
+                                  f"indices in [0, {size})")

@@ -1,13 +1,27 @@
 """Low-rank factorisation: a layer becomes a chain of smaller ones from its own weights."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 
-from ..space import Space
+from ..core.errors import RecipeError
+from ..core.kinds import Kind, is_whole
+from ..core.ops import Op
+from ..core.patterns import (
+    DECOMPOSITIONS,
+    break_even_rank,
+    factor_positions,
+    lowrank_shapes,
+    max_rank,
+    rank_for,
+)
+from ..core.space import ChannelGroup, Knob, LayerInfo, Space
 from .base import Operator
+
+RANK_LOW = 0.1
+"""The smallest density (fraction of the break-even rank) a rank knob may ask for."""
 
 
 class LowRank(Operator):
@@ -22,9 +36,6 @@ class LowRank(Operator):
     The layer's bias moves to the last factor.  Runs after channel pruning, on the
     pruned weights; the replacement is an ``nn.Sequential`` at the layer's name.
     """
-
-    setting_key = "rank"
-    neutral = 0
 
     def needed(self, settings, space: Space) -> bool:
         return any(s.get("rank") for s in settings.values())
@@ -43,7 +54,8 @@ def factorise(layer: nn.Module, rank: int, decomposition: str) -> nn.Sequential:
     with torch.no_grad():
         if isinstance(layer, nn.Linear):
             first, second = _svd_factors(weight, rank)
-            a, b = nn.Linear(layer.in_features, rank, bias=False), nn.Linear(rank, layer.out_features, bias=bias is not None)
+            a = nn.Linear(layer.in_features, rank, bias=False)
+            b = nn.Linear(rank, layer.out_features, bias=bias is not None)
             a.weight.copy_(first)
             b.weight.copy_(second)
             chain = nn.Sequential(a, b)
@@ -102,3 +114,112 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
+
+
+class RankKind(Kind):
+    """Low-rank factorisation: one knob per Conv2d or Linear layer some rank of which
+    saves FLOPs (not grouped, not dilated), its density the fraction of the break-even
+    rank to keep (``patterns.rank_for``), its option the decomposition: "svd" for Linear
+    and 1x1 layers, ``build_space``'s ``conv_decomposition`` ("tucker2" or "spatial")
+    for kxk convolutions.  Fields: ``rank`` and ``decomposition``; a factorised layer is
+    not also masked (its ``sparsity`` is 0).  Its op becomes the ops of its factors."""
+
+    name = "rank"
+    fields = ("rank", "decomposition")
+    metrics = ()
+    operator = LowRank()
+
+    def knobs(self, layers: list[LayerInfo], groups: list[ChannelGroup], conv_decomposition: str = "tucker2",
+              **options) -> list[Knob]:
+        knobs = []
+        for layer in layers:
+            decomposition = "" if layer.kind == "attention" else _decomposition(layer, conv_decomposition)
+            if decomposition:
+                knobs.append(Knob(self.name, layer.name, RANK_LOW, option=decomposition))
+        return knobs
+
+    def resolve(self, space: Space, candidate, settings) -> None:
+        knobs = [k for k in space.knobs if k.kind == self.name]
+        if not knobs:
+            return
+        kept = space.group_channels(settings)
+        layers = {layer.name: layer for layer in space.layers}
+        for knob in knobs:
+            layer = layers[knob.target]
+            out, inp = space.pruned_shape(layer, kept)
+            kh, kw = layer.kernel
+            even = break_even_rank(knob.option, out, inp, kh, kw, layer.rows)
+            r = rank_for(candidate.get(knob.name, 1.0), even)
+            if r:  # a factorised layer is not also masked
+                entry = settings[layer.name]
+                entry.update(sparsity=0.0, rank=r, decomposition=knob.option)
+                entry.pop("pattern", None)
+
+    def validate_field(self, layer: str, field: str, value) -> None:
+        if field == "rank" and not is_whole(value):
+            raise RecipeError(f"layer {layer!r} rank must be a whole number >= 1, got {value!r}")
+        if field == "decomposition" and value not in DECOMPOSITIONS:
+            raise RecipeError(
+                f"layer {layer!r} decomposition must be one of {', '.join(DECOMPOSITIONS)}, got {value!r}")
+
+    def validate_layer(self, layer: str, settings) -> None:
+        if ("rank" in settings) != ("decomposition" in settings):
+            raise RecipeError(f"layer {layer!r} needs both rank and decomposition, or neither")
+        if "rank" in settings and settings.get("sparsity", 0):
+            raise RecipeError(f"layer {layer!r} has both a rank and a sparsity; a factorised layer is not masked")
+
+    def check(self, space: Space, layer: LayerInfo, settings, shape: tuple[int, int]) -> None:
+        rank, decomposition = settings.get("rank"), settings.get("decomposition")
+        if not rank:
+            return
+        allowed = "svd" if layer.kernel == (1, 1) else "tucker2 or spatial"
+        if layer.groups != 1 or decomposition not in allowed.split(" or "):
+            raise RecipeError(
+                f"layer {layer.name} cannot take decomposition {decomposition!r}"
+                + ("" if layer.groups != 1 else f"; use {allowed}")
+            )
+        limit = max_rank(decomposition, *shape, *layer.kernel)
+        if rank > limit:
+            raise RecipeError(f"layer {layer.name} asks for rank {rank}; at its size it allows at most {limit}")
+
+    def ops(self, layer: LayerInfo, settings, ops: list[Op]) -> list[Op]:
+        if layer.kind == "attention" or not settings.get("rank"):
+            return ops
+        decomposition, (kh, kw) = str(settings["decomposition"]), layer.kernel
+        out, inp = ops[0].n * ops[0].groups, ops[0].in_channels
+        factors = lowrank_shapes(decomposition, out, inp, kh, kw, int(settings["rank"]))
+        positions = factor_positions(decomposition, layer.rows)
+        inputs = [layer.rows[0]] + positions[:-1]
+        geometry = factor_geometry(layer.kind, decomposition, (kh, kw), layer.geometry)
+        return [Op(f"{layer.name}.{i}", "factor", p, o, c * kernel, 1, src, c, kernel=kern, geometry=geo)
+                for i, ((o, c, kernel), p, src, (kern, geo)) in enumerate(zip(factors, positions, inputs, geometry))]
+
+
+def _decomposition(layer: LayerInfo, conv_decomposition: str) -> str:
+    """How a rank knob factorises this layer, or '' if no rank saves FLOPs."""
+    dilation = tuple(layer.geometry[6:8]) if layer.geometry else (1, 1)
+    if layer.groups != 1 or dilation != (1, 1):
+        return ""
+    decomposition = "svd" if layer.kernel == (1, 1) else conv_decomposition
+    kh, kw = layer.kernel
+    even = break_even_rank(decomposition, layer.out_channels, layer.in_channels, kh, kw, layer.rows)
+    return decomposition if even > 1 else ""
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def factor_geometry(kind: str, decomposition: str, kernel: tuple[int, int], geometry: tuple[int, ...]):
+    """``(kernel, geometry)`` of each factor, as ``factorise`` builds them."""
+    if kind == "linear" or not geometry:
+        return [((1, 1), ())] * 3
+    h, w, sh, sw, ph, pw, dh, dw = geometry
+    kh, kw = kernel
+    ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+    if decomposition == "svd":  # 1x1 convolutions: the first keeps the stride
+        return [((1, 1), geometry), ((1, 1), (ho, wo, 1, 1, 0, 0, 1, 1))]
+    if decomposition == "tucker2":
+        return [((1, 1), (h, w, 1, 1, 0, 0, 1, 1)), (kernel, (h, w, sh, sw, ph, pw, 1, 1)),
+                ((1, 1), (ho, wo, 1, 1, 0, 0, 1, 1))]
+    return [((kh, 1), (h, w, sh, 1, ph, 0, 1, 1)), ((1, kw), (ho, w, 1, sw, 0, pw, 1, 1))]

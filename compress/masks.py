@@ -1,15 +1,21 @@
 """Sparsity masks chosen by magnitude: unstructured, N:M and block patterns."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..patterns import parse_pattern, zeroed_weights
-from ..space import Space
+from ..core.errors import RecipeError
+from ..core.kinds import Kind, is_number
+from ..core.ops import Op
+from ..core.patterns import parse_pattern, pattern_sparsity, zeroed_weights
+from ..core.space import ChannelGroup, Knob, LayerInfo, Space
 from .base import Operator
+
+SPARSITY_LOW_DENSITY = 0.05
+"""The smallest density (kept fraction of a weight) a sparsity knob may ask for."""
 
 
 class WeightMask(nn.Module):
@@ -62,9 +68,6 @@ class MagnitudeSparsity(Operator):
     writes the zeros into plain weights.  Dense FLOPs are unchanged.
     """
 
-    setting_key = "sparsity"
-    neutral = 0.0
-
     def needed(self, settings, space: Space) -> bool:
         return any(s.get("sparsity", 0.0) > 0 and not s.get("rank") for s in settings.values())
 
@@ -77,3 +80,62 @@ class MagnitudeSparsity(Operator):
             pattern = str(s.get("pattern", "unstructured"))
             mask = magnitude_mask(module.weight, sparsity, pattern)
             parametrize.register_parametrization(module, "weight", WeightMask(mask, pattern))
+
+
+class SparsityKind(Kind):
+    """Weight sparsity: one knob per Conv2d or Linear layer, its density the kept fraction
+    of the weight, in the space's pattern (``build_space``'s ``sparsity_pattern``: the
+    knob's option; N:M knobs only where a row holds at least M weights, and their density
+    is fixed at N/M).  Fields: ``sparsity`` (every layer's, 0.0 where dense) and
+    ``pattern`` (left out for unstructured).  The op keeps its dense FLOPs and stores
+    ``patterns.zeroed_weights`` fewer weights."""
+
+    name = "sparsity"
+    fields = ("sparsity", "pattern")
+    metrics = ("params", "size")
+    operator = MagnitudeSparsity()
+
+    def knobs(self, layers: list[LayerInfo], groups: list[ChannelGroup], sparsity_pattern: str = "unstructured",
+              **options) -> list[Knob]:
+        kind, (_, m) = parse_pattern(sparsity_pattern)
+        knobs = []
+        for layer in layers:
+            if layer.kind == "attention":
+                continue
+            cols = layer.in_channels // layer.groups * layer.kernel[0] * layer.kernel[1]
+            if kind == "unstructured":
+                knobs.append(Knob(self.name, layer.name, SPARSITY_LOW_DENSITY))
+            elif kind == "nm" and cols >= m:
+                knobs.append(Knob(self.name, layer.name, 1.0 - pattern_sparsity(sparsity_pattern, 0.0),
+                                  option=sparsity_pattern))
+            elif kind == "block":
+                knobs.append(Knob(self.name, layer.name, SPARSITY_LOW_DENSITY, option=sparsity_pattern))
+        return knobs
+
+    def resolve(self, space: Space, candidate, settings) -> None:
+        for entry in settings.values():
+            entry["sparsity"] = 0.0
+        for knob in space.knobs:
+            density = candidate.get(knob.name, 1.0) if knob.kind == self.name else 1.0
+            if density < 1.0:
+                pattern = knob.option or "unstructured"
+                entry = settings[knob.target]
+                entry["sparsity"] = round(pattern_sparsity(pattern, 1.0 - density), 6)
+                if pattern != "unstructured":
+                    entry["pattern"] = pattern
+
+    def validate_field(self, layer: str, field: str, value) -> None:
+        if field == "sparsity" and not (is_number(value) and 0 <= value < 1):
+            raise RecipeError(f"layer {layer!r} sparsity must be a number in [0, 1), got {value!r}")
+        if field == "pattern":
+            try:
+                parse_pattern(value if isinstance(value, str) else repr(value))
+            except ValueError as exc:
+                raise RecipeError(f"layer {layer!r}: {exc}") from None
+
+    def ops(self, layer: LayerInfo, settings, ops: list[Op]) -> list[Op]:
+        if layer.kind == "attention" or ("sparsity" not in settings and "pattern" not in settings):
+            return ops
+        sparsity, pattern = float(settings.get("sparsity", 0.0)), str(settings.get("pattern", "unstructured"))
+        return [op if (op.sparsity, op.pattern) == (sparsity, pattern)
+                else op.evolve(sparsity=sparsity, pattern=pattern) for op in ops]

@@ -4,7 +4,7 @@ a softmax over architecture weights."""
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -75,7 +75,7 @@ class RankSupernet(nn.Module):
             _replace(self.model, name, layer)
             self.mixed[name] = layer
 
-    def train(self, mode: bool = True) -> "RankSupernet":
+    def train(self, mode: bool = True) -> RankSupernet:
         self.training = mode
         self.model.eval()
         for layer in self.mixed.values():

@@ -1,14 +1,21 @@
 """Bit-width: fake quantisation of weights, per output channel, symmetric."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..space import Space
+from ..core.errors import RecipeError
+from ..core.kinds import Kind
+from ..core.ops import Op
+from ..core.patterns import BITS, bits_for
+from ..core.space import ChannelGroup, Knob, LayerInfo, Space
 from .base import Operator
+
+BITS_LOW = 2 / 32
+"""The smallest density (bit-width / 32) a bits knob may ask for: ternary."""
 
 TERNARY_THRESHOLD = 0.7
 """Ternary threshold as a fraction of the mean |w| of an output channel (TWN's rule)."""
@@ -47,8 +54,8 @@ class BitWidth(Operator):
     factorised layer), so accuracy during search is what the bit-width allows; ``size``
     counts the real bits.  Baking writes the rounded values into float weights."""
 
-    setting_key = "bits"
-    neutral = 32
+    def needed(self, settings, space: Space) -> bool:
+        return any(int(s.get("bits", 32)) < 32 for s in settings.values())
 
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping], example_input) -> None:
         for name, s in settings.items():
@@ -59,3 +66,34 @@ class BitWidth(Operator):
             targets = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
             for target in targets:
                 parametrize.register_parametrization(target, "weight", FakeQuantize(bits))
+
+
+class BitsKind(Kind):
+    """Weight bit-width: one knob per Conv2d or Linear layer, its density bit-width / 32,
+    resolved down to an allowed width (``patterns.bits_for``: 2 (ternary), 4, 8, 16, 32).
+    Field: ``bits`` (left out at 32).  Every op of the layer (each factor of a factorised
+    one) stores its weights at that width."""
+
+    name = "bits"
+    fields = ("bits",)
+    metrics = ("size",)
+    operator = BitWidth()
+
+    def knobs(self, layers: list[LayerInfo], groups: list[ChannelGroup], **options) -> list[Knob]:
+        return [Knob(self.name, layer.name, BITS_LOW) for layer in layers if layer.kind != "attention"]
+
+    def resolve(self, space: Space, candidate, settings) -> None:
+        for layer in space.layers:
+            bits = bits_for(candidate.get(f"{layer.name}/{self.name}", 1.0))
+            if bits < 32:
+                settings[layer.name]["bits"] = bits
+
+    def validate_field(self, layer: str, field: str, value) -> None:
+        if isinstance(value, bool) or value not in BITS:
+            raise RecipeError(f"layer {layer!r} bits must be one of {', '.join(map(str, BITS))}, got {value!r}")
+
+    def ops(self, layer: LayerInfo, settings, ops: list[Op]) -> list[Op]:
+        bits = int(settings.get("bits", 32))
+        if layer.kind == "attention" or bits == 32:
+            return ops
+        return [op.evolve(bits=bits) for op in ops]

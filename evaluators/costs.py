@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..flops import flop_counter
-from ..patterns import weight_bits
+from ..core.patterns import weight_bits
+from .flops import flop_counter
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

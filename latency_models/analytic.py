@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import BudgetError
-from ..ops import Op, products
+from ..core.errors import BudgetError
+from ..core.ops import Op, products
 from .base import LatencyModel
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
@@ -135,7 +135,8 @@ def from_fields(name: str, fields: dict[str, Any]) -> LatencyModel:
     known = set(_GPU_FIELDS if kind == "gpu" else _SYSTOLIC_FIELDS) | {"kind", "description", "precision"}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise BudgetError(f"target {name!r} has unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise BudgetError(f"target {name!r} has unknown field(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
     args = {k: v for k, v in fields.items() if k != "kind"}
     try:
         model = GPURoofline(name, **args) if kind == "gpu" else SystolicArray(name, **args)

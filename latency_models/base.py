@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from ..ops import Op
+from ..core.ops import Op
 
 SCHEMA = 1
 

@@ -9,11 +9,12 @@ latency budget on ``cpu`` is checked against what the model really takes.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..ops import Op
+from ..core.ops import Op
 from .base import LatencyModel, LatencyReport
 
 
@@ -29,7 +30,7 @@ class CalibratedLatency(LatencyModel):
         self.points = [list(map(float, p)) for p in points]
 
     @classmethod
-    def fit(cls, inner: LatencyModel, points: Sequence[tuple[float, float]]) -> "CalibratedLatency":
+    def fit(cls, inner: LatencyModel, points: Sequence[tuple[float, float]]) -> CalibratedLatency:
         """Least squares over ``(per-op sum, measured whole-model ms)`` points; the slope is
         kept positive (more work is never faster) and the intercept non-negative."""
         x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
@@ -59,9 +60,3 @@ class CalibratedLatency(LatencyModel):
 
     def params(self) -> dict[str, Any]:
         return {"inner": self.inner.to_dict(), "a": self.a, "b": self.b, "points": self.points}
-
-
-def calibrate(inner: LatencyModel, predicted_sum: Callable[[Any], float], measure: Callable[[Any], float],
-              candidates: Sequence[Any]) -> CalibratedLatency:
-    """Measure each candidate whole, fit, return the calibrated model."""
-    return CalibratedLatency.fit(inner, [(predicted_sum(c), measure(c)) for c in candidates])

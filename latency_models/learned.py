@@ -25,11 +25,12 @@ layers)" row of a report).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..ops import Op
+from ..core.ops import Op
 from .base import LatencyModel, LatencyReport
 
 FEATURES = ("positions", "n", "k", "groups", "in_positions", "in_channels", "flops", "bytes", "kernel_area",
@@ -104,7 +105,7 @@ class LearnedLatency(LatencyModel):
                  glue: dict[str, float] | None = None, features: int = FEATURES_VERSION):
         super().__init__(name)
         if features != FEATURES_VERSION:
-            from ..errors import BudgetError
+            from ..core.errors import BudgetError
 
             raise BudgetError(f"latency model {name!r} was fitted on features of version {features} (this "
                               f"autocompress uses {FEATURES_VERSION}); run `autocompress profile` again")
@@ -117,7 +118,7 @@ class LearnedLatency(LatencyModel):
         kind = op_kind(op)
         model = self.kinds.get(kind)
         if model is None:
-            from ..errors import BudgetError
+            from ..core.errors import BudgetError
 
             raise BudgetError(f"latency model {self.name!r} was fitted without {kind} ops; profile again")
         x = features(op, batch)

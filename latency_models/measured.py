@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..ops import Op
+from ..core.ops import Op
 from .base import LatencyModel
 
 
@@ -116,7 +116,7 @@ def device_key(device: str = "cpu", threads: int | None = None) -> str:
 
 
 def cache_file(device: str = "cpu") -> Path:
-    from ..demo import cache_dir
+    from ..core.paths import cache_dir
 
     return cache_dir() / "latency" / f"measured-{device}.json"
 
@@ -130,7 +130,7 @@ class MeasuredLatency(LatencyModel):
                  warmup: int = 5, cache: str | None = None):
         super().__init__(name)
         if device == "cuda" and not torch.cuda.is_available():
-            from ..errors import BudgetError
+            from ..core.errors import BudgetError
 
             raise BudgetError("target 'cuda' needs a CUDA GPU, and torch sees none on this machine")
         self.device, self.threads = device, threads or torch.get_num_threads()
@@ -190,3 +190,14 @@ class MeasuredLatency(LatencyModel):
     def params(self) -> dict[str, Any]:
         return {"device": self.device, "threads": self.threads, "repeats": self.repeats, "warmup": self.warmup,
                 "cache": str(self.cache_path)}
+
+
+def measure_pair(base: nn.Module, compressed: nn.Module, example_input: torch.Tensor,
+                 rounds: int = 3) -> tuple[float, float]:
+    """CPU latency (ms, median) of two models at the example's batch size, timed in
+    alternating rounds so machine noise hits both alike."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(measure_cpu_latency(base, example_input, repeats=30))
+        b.append(measure_cpu_latency(compressed, example_input, repeats=30))
+    return sorted(a)[len(a) // 2], sorted(b)[len(b) // 2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import BudgetError
+from ..core.errors import BudgetError
 from .analytic import GPURoofline, SystolicArray, from_fields, presets
 from .base import SCHEMA, LatencyModel
 from .learned import LearnedLatency
@@ -23,7 +23,7 @@ def target_names() -> list[str]:
 
 def learned_path(target: str) -> Path:
     """Where ``autocompress profile --target T`` saves the learned model of this machine."""
-    from ..demo import cache_dir
+    from ..core.paths import cache_dir
 
     return cache_dir() / "latency" / f"learned-{target}.json"
 

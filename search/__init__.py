@@ -1,7 +1,7 @@
 """Search strategies: propose candidates, learn from results."""
 from __future__ import annotations
 
-from ..errors import AutocompressError
+from ..core.errors import AutocompressError
 from ._condensa import CondensaStrategy
 from ._genetic import GeneticStrategy
 from ._greedy import GreedyStrategy
@@ -11,7 +11,6 @@ from ._random import RandomStrategy
 from ._tpe import BayesianStrategy
 from ._uniform import UniformStrategy
 from .base import Problem, Proposal, Strategy, as_proposal
-from .projection import check_reachable, project
 
 STRATEGIES: dict[str, type[Strategy]] = {
     BayesianStrategy.name: BayesianStrategy,
@@ -40,5 +39,6 @@ def get_strategy(name: str, **kwargs) -> Strategy:
         ) from None
 
 
-__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "BayesianStrategy", "UniformStrategy", "RandomStrategy", "HalocStrategy", "GeneticStrategy", "CondensaStrategy", "STRATEGIES",
-           "NSGA2Strategy", "GreedyStrategy", "get_strategy", "project", "check_reachable"]
+__all__ = ["Strategy", "Problem", "Proposal", "as_proposal", "STRATEGIES", "get_strategy", "BayesianStrategy",
+           "UniformStrategy", "RandomStrategy", "HalocStrategy", "GeneticStrategy", "CondensaStrategy", "NSGA2Strategy",
+           "GreedyStrategy"]

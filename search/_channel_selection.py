@@ -10,15 +10,15 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..compress.channel_masks import ChannelMasks
-from ..space import Space
-from ..workload import Workload
+from ..core.space import Space
+from ..core.workload import Workload
 from ._ga import GASettings, evolve
 
 log = logging.getLogger(__name__)

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from ..errors import AutocompressError
-from ..trial import COMPLETE, SEARCH, TrialRecord
-from .base import Problem, Proposal, Strategy, best_feasible, feasible_trials
-from .projection import project
+from ..core.errors import AutocompressError
+from ..core.projection import project
+from ..core.trial import COMPLETE, SEARCH, TrialRecord, best_feasible, feasible_trials
+from .base import Problem, Proposal, Strategy
 from .sensitivity import allocation, next_scan, scan_levels, sensitivities
 
 _ATTEMPTS = 32  # candidates projected per decision to find one not tried yet

@@ -6,8 +6,8 @@ numpy; all randomness comes from the generator passed in.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

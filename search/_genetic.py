@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import AutocompressError
-from ..trial import SEARCH, TrialRecord
+from ..core.errors import AutocompressError
+from ..core.projection import project
+from ..core.trial import SEARCH, TrialRecord, search_trials
 from ._ga import GASettings
-from .base import Problem, Proposal, Strategy, search_trials
-from .projection import project
+from .base import Problem, Proposal, Strategy
 from .sensitivity import allocation, next_scan, scan_levels, sensitivities
 
 
@@ -33,7 +33,6 @@ class GeneticStrategy(Strategy):
 
     name = "genetic"
     default_trials = 6
-    needs_workload = True
 
     def __init__(self, seed: int = 0, population: int = 20, generations: int = 15, tournament: int = 3,
                  crossover_rate: float = 0.9, mutation_rate: float = 0.02, elite: int = 2, rerank: int = 3,
@@ -86,7 +85,7 @@ class GeneticStrategy(Strategy):
     def _selection(self, problem: Problem):
         """The channel selection for this problem's model, kept between asks (it holds only
         what the model and data determine: the dependency graph and the batches)."""
-        from ._channel_selection import ChannelSelection  # torch: imported when a model is searched
+        from ._channel_selection import ChannelSelection
 
         cached = self._cached
         if cached is None or cached[0] is not problem.workload or cached[1] is not problem.space:

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from ..space import Candidate, Space
-from ..trial import TrialRecord
-from .base import Problem, Proposal, Strategy, search_trials
-from .projection import fits
+from ..core.projection import fits
+from ..core.space import Candidate, Space
+from ..core.trial import TrialRecord, search_trials
+from .base import Problem, Proposal, Strategy
 from .sensitivity import next_scan, scan_levels, scan_table
 
 Curve = list[tuple[float, float]]  # (density, proxy accuracy), densest first, accuracy non-increasing

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import AutocompressError
-from ..patterns import break_even_rank, density_for_rank, rank_for, rank_step
-from ..space import Knob, Space
-from ..trial import TrialRecord
-from .base import Problem, Proposal, Strategy, search_trials
+from ..core.errors import AutocompressError
+from ..core.patterns import break_even_rank, density_for_rank, rank_for, rank_step
+from ..core.space import Knob, Space
+from ..core.trial import TrialRecord, search_trials
+from .base import Problem, Proposal, Strategy
 
 if TYPE_CHECKING:  # torch is imported when a search runs
     import torch
@@ -69,12 +70,11 @@ class HalocStrategy(Strategy):
 
     name = "haloc"
     default_trials = 4
-    needs_workload = True
     knob_kinds = ("rank",)
 
     def __init__(self, seed: int = 0, candidates: int = 5, steps: int = 150, arch_lr: float = 0.05,
-                 weight_lr: float = 1e-4, tau: float = 1.0, tau_final: float = 0.1, gumbel: bool = False, cost_weight: float = 2.0,
-                 pull_weight: float = 1.0):
+                 weight_lr: float = 1e-4, tau: float = 1.0, tau_final: float = 0.1, gumbel: bool = False,
+                 cost_weight: float = 2.0, pull_weight: float = 1.0):
         super().__init__(seed)
         self.candidates, self.steps, self.arch_lr, self.weight_lr = candidates, steps, arch_lr, weight_lr
         self.tau, self.tau_final, self.gumbel = tau, tau_final, gumbel
@@ -127,7 +127,8 @@ class HalocStrategy(Strategy):
         return Proposal(values)
 
     def _search(self, problem: Problem, tables: Mapping[Knob, tuple], metrics: list[str],
-                neutral: Mapping[str, float], cost_weight: float, torch_seed: int, trial: int) -> dict[str, list[float]]:
+                neutral: Mapping[str, float], cost_weight: float, torch_seed: int,
+                trial: int) -> dict[str, list[float]]:
         """Train the relaxed model; the final mixing probabilities per layer."""
         import torch
         import torch.nn.functional as F

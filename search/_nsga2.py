@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import optuna
 
-from ..space import Candidate
-from ..trial import COMPLETE, FAILED, TrialRecord
+from ..core.space import Candidate
+from ..core.trial import COMPLETE, FAILED, TrialRecord, search_trials
 from ._optuna import knob_distributions, proposal_params, quietly
-from .base import Problem, Strategy, search_trials
+from .base import Problem, Strategy
 
 _GENERATION_KEY = "NSGAIISampler:generation"
 

@@ -3,12 +3,13 @@ the search trials on every ask, over one float distribution per knob."""
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 
-from ..space import Space
-from ..trial import TrialRecord
+from ..core.space import Space
+from ..core.trial import TrialRecord
 
 
 def knob_distributions(space: Space) -> dict[str, optuna.distributions.FloatDistribution]:

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..space import Candidate
-from ..trial import TrialRecord
+from ..core.space import Candidate
+from ..core.trial import TrialRecord
 from .base import Problem, Strategy
 
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import optuna
 
-from ..space import Candidate
-from ..trial import COMPLETE, FAILED, TrialRecord
+from ..core.space import Candidate
+from ..core.trial import COMPLETE, FAILED, TrialRecord, search_trials
 from ._optuna import knob_distributions, proposal_params, quietly
-from .base import Problem, Strategy, search_trials
+from .base import Problem, Strategy
 
 
 class BayesianStrategy(Strategy):
@@ -40,5 +40,6 @@ class BayesianStrategy(Strategy):
                 state, value = optuna.trial.TrialState.FAIL, None
             else:
                 continue
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value, state=state))
+            trial = optuna.trial.create_trial(params=params, distributions=distributions, value=value, state=state)
+            study.add_trial(trial)
         return dict(quietly(study.ask, distributions).params)

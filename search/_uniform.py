@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from ..space import Candidate
-from ..trial import COMPLETE, TrialRecord
+from ..core.space import Candidate
+from ..core.trial import COMPLETE, TrialRecord
 from .base import Problem, Strategy
 
 

@@ -1,15 +1,17 @@
 """The Strategy base class, the Problem a strategy works on, and what it proposes."""
 from __future__ import annotations
 
-from abc import ABC
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from ..space import Candidate, Space
-from ..trial import COMPLETE, SCAN, SEARCH, TrialRecord
+from ..core.space import Candidate, Space
+from ..core.trial import SCAN, SEARCH, TrialRecord, best_feasible
 
 if TYPE_CHECKING:  # torch-free import of the types
-    from ..workload import Workload
+    from ..core.workload import Workload
 
 
 @dataclass
@@ -37,16 +39,18 @@ class Problem:
     best proxy accuracy within the budget; ``"pareto"``: the whole accuracy/cost front).
     ``workload`` (model and data) is there for strategies that look inside the model
     (genetic, haloc); ``recovery`` holds the proxy's settings (calibration batches,
-    fine-tune steps, lr, temperature); both are None in torch-free tests.
+    fine-tune steps, lr, temperature); both are None in torch-free tests.  All but the
+    first three are keyword-only.
     """
 
     space: Space
     limits: Mapping[str, float]
     base: Mapping[str, float]
+    _: KW_ONLY
     base_score: float = 100.0
     max_accuracy_drop: float = 1.0
     objective: str = "accuracy"
-    workload: "Workload | None" = None
+    workload: Workload | None = None
     recovery: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,11 +71,13 @@ class Strategy(ABC):
     with each finished record for strategies that want to log or cache; it must not be
     needed for correctness.  Search proposals need not meet the budget: the engine
     projects each onto the budget before it is evaluated.  ``best`` picks the trial
-    that becomes the recipe.  Constructor arguments are keyword arguments with defaults.
+    that becomes the recipe.  Constructor arguments are keyword arguments with defaults,
+    each stored as an attribute of the same name (scikit-learn's convention), so
+    ``get_params`` gives them back and ``type(s)(**s.get_params())`` rebuilds the strategy:
+    that is how a search stores its strategy (name and parameters, as JSON).
     """
 
     name: str = ""
-    needs_workload: bool = False
     default_trials: int = 30
     """Search trials when the user names none (fewer for strategies whose every trial is a
     search of its own: haloc, genetic)."""
@@ -87,29 +93,31 @@ class Strategy(ABC):
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Proposal | Candidate | None:
-        raise NotImplementedError
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's keyword arguments as this strategy was built with them (read
+        from the attributes of the same names).  Raises TypeError for a constructor argument
+        the strategy does not keep as an attribute (override ``get_params`` then)."""
+        params = {}
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            if not hasattr(self, name):
+                raise TypeError(f"strategy {type(self).__name__} does not keep its constructor argument {name!r} "
+                                f"as self.{name}; store it so, or override get_params")
+            params[name] = getattr(self, name)
+        return params
 
-    def tell(self, problem: Problem, record: TrialRecord) -> None:
+    @abstractmethod
+    def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Proposal | Candidate | None:
+        """The next Proposal (or ``{knob: value}``), or None when there is nothing new to try."""
+
+    def tell(self, problem: Problem, record: TrialRecord) -> None:  # noqa: B027  (optional hook)
         """Called with every finished (complete or failed) trial; nothing by default."""
 
     def best(self, problem: Problem, history: Sequence[TrialRecord]) -> TrialRecord | None:
         """The trial that becomes the recipe: the best proxy accuracy among feasible
         search trials (ties: the earliest)."""
         return best_feasible(history)
-
-
-def search_trials(history: Sequence[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in history if r.purpose == SEARCH]
-
-
-def feasible_trials(history: Sequence[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in search_trials(history) if r.state == COMPLETE and r.feasible and r.score is not None]
-
-
-def best_feasible(history: Sequence[TrialRecord]) -> TrialRecord | None:
-    feasible = feasible_trials(history)
-    return max(feasible, key=lambda r: (r.score, -r.number)) if feasible else None
 
 
 def as_proposal(answer: Proposal | Mapping[str, float] | None, space: Space) -> Proposal | None:

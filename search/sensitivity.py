@@ -7,12 +7,12 @@ simply the first one the history does not hold yet.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..space import Space
-from ..trial import COMPLETE, SCAN, TrialRecord
+from ..core.space import Space
+from ..core.trial import COMPLETE, SCAN, TrialRecord
 from .base import Proposal
 
 

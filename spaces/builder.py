@@ -1,10 +1,13 @@
 """Build a Space from a model by tracing it with Torch-Pruning's dependency graph.
 
-Every Conv2d and Linear gets a sparsity knob; every group of coupled channels (residual
-adds, concatenation, normalisation layers, depthwise convolutions) gets one channel knob,
-and so does every nn.MultiheadAttention, whose channels are its heads.  The model's output
-layer is never pruned on its outputs.  What is left out is listed in ``Space.excluded``
-with the reason, and logged once per model class and process.
+The model becomes torch-free ``LayerInfo`` (every Conv2d, Linear and nn.MultiheadAttention)
+and ``ChannelGroup`` data (every group of coupled channels: residual adds, concatenation,
+normalisation layers, depthwise convolutions; every nn.MultiheadAttention's heads); every
+registered compression kind (``core.kinds``) then gives its knobs on them: the built-in
+ones a channel knob per group, and sparsity, rank and bit-width knobs per Conv2d and
+Linear layer.  The model's output layer is never pruned on its outputs.  What is left out
+is listed in ``Space.excluded`` with the reason, and logged once per model class and
+process.
 """
 from __future__ import annotations
 
@@ -15,17 +18,14 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..errors import ModelError
-from ..flops import flop_counter
-from ..patterns import DECOMPOSITIONS, break_even_rank, parse_pattern, pattern_sparsity
-from ..space import ChannelGroup, Knob, LayerInfo, Space
+from ..core.errors import ModelError
+from ..core.kinds import kinds
+from ..core.patterns import DECOMPOSITIONS, parse_pattern
+from ..core.space import ChannelGroup, LayerInfo, Space
+from ..evaluators.flops import flop_counter
 
 log = logging.getLogger(__name__)
 
-CHANNEL_LOW = 0.1
-SPARSITY_LOW_DENSITY = 0.05
-RANK_LOW = 0.1
-BITS_LOW = 2 / 32
 _PRUNABLE = (nn.Conv2d, nn.Linear)
 _UNSUPPORTED = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _warned: set[tuple[str, str, str]] = set()
@@ -42,7 +42,7 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
     option is not one of those.
     """
     try:
-        kind, (_, m) = parse_pattern(sparsity_pattern)
+        parse_pattern(sparsity_pattern)
     except ValueError as exc:
         raise ModelError(str(exc)) from None
     if conv_decomposition not in DECOMPOSITIONS[1:]:
@@ -110,25 +110,12 @@ def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern:
             weighted.append(_layer_info(module, names[module], shapes[module], tuple(in_groups.get(module, ())),
                                         out_group.get(module)))
             layers.append(weighted[-1])
-    accounted = sum(_layer_params(l) for l in weighted) + sum(g.params_per_channel * g.size for g in groups)
+    accounted = sum(_layer_params(w) for w in weighted) + sum(g.params_per_channel * g.size for g in groups)
     total = sum(p.numel() for p in model.parameters())
-    layer_flops = sum(l.flops_per_pair * l.out_channels * (1 if l.depthwise else l.in_channels // l.groups)
-                      for l in weighted) + sum(g.flops_per_channel * g.size for g in groups)
-    knobs = [Knob("channels", g.name, CHANNEL_LOW) for g in groups]
-    for layer in weighted:
-        cols = layer.in_channels // layer.groups * layer.kernel[0] * layer.kernel[1]
-        if kind == "unstructured":
-            knobs.append(Knob("sparsity", layer.name, SPARSITY_LOW_DENSITY))
-        elif kind == "nm" and cols >= m:
-            knobs.append(Knob("sparsity", layer.name, 1.0 - pattern_sparsity(sparsity_pattern, 0.0),
-                              option=sparsity_pattern))
-        elif kind == "block":
-            knobs.append(Knob("sparsity", layer.name, SPARSITY_LOW_DENSITY, option=sparsity_pattern))
-    for layer, module in zip(weighted, prunable):
-        decomposition = _decomposition(layer, module, conv_decomposition)
-        if decomposition:
-            knobs.append(Knob("rank", layer.name, RANK_LOW, option=decomposition))
-    knobs += [Knob("bits", layer.name, BITS_LOW) for layer in weighted]
+    layer_flops = sum(w.flops_per_pair * w.out_channels * (1 if w.depthwise else w.in_channels // w.groups)
+                      for w in weighted) + sum(g.flops_per_channel * g.size for g in groups)
+    knobs = [knob for kind in kinds() for knob in kind.knobs(layers, groups, sparsity_pattern=sparsity_pattern,
+                                                              conv_decomposition=conv_decomposition)]
     return Space(tuple(layers), tuple(groups), tuple(knobs), total - accounted, total_flops - layer_flops, excluded)
 
 
@@ -272,16 +259,6 @@ def _layer_info(module, name, shape, in_groups, out_group) -> LayerInfo:
     n = in_shape.numel() // module.in_features
     return LayerInfo(name, "linear", module.in_features, module.out_features, 1, (1, 1), 2 * n,
                      module.bias is not None, out_group, in_groups, (n, n, n))
-
-
-def _decomposition(layer: LayerInfo, module: nn.Module, conv_decomposition: str) -> str:
-    """How a rank knob factorises this layer, or '' if no rank saves FLOPs."""
-    if layer.groups != 1 or getattr(module, "dilation", (1, 1)) != (1, 1):
-        return ""
-    decomposition = "svd" if layer.kernel == (1, 1) else conv_decomposition
-    kh, kw = layer.kernel
-    even = break_even_rank(decomposition, layer.out_channels, layer.in_channels, kh, kw, layer.rows)
-    return decomposition if even > 1 else ""
 
 
 def _layer_params(layer: LayerInfo) -> int:

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from autocompress import zoo
 from autocompress.compress import HeadPrunedAttention, bake, compress, head_scores
 from autocompress.evaluators import measure_costs
+from autocompress.models import zoo
 from autocompress.spaces import build_space
 
 

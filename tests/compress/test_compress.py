@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from autocompress.compress import bake, compress
-from autocompress.demo import DemoNet
-from autocompress.errors import RecipeError
+from autocompress.core.errors import RecipeError
 from autocompress.evaluators import measure_costs
+from autocompress.models.demo import DemoNet
 from autocompress.spaces import build_space
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from autocompress import zoo
+from autocompress.compress.export import export_model
 from autocompress.compress.fold import fold_batchnorm
-from autocompress.demo import DemoNet
-from autocompress.engine import export_model
+from autocompress.models import zoo
+from autocompress.models.demo import DemoNet
 
 
 def _randomise_batchnorm(model: nn.Module) -> nn.Module:

@@ -1,9 +1,15 @@
-"""Every operator on every zoo model, through the package's OperatorSuite."""
+"""Every built-in compression kind's operator on every zoo model, through the package's
+OperatorSuite; then all kinds at once through ``compress``."""
 from __future__ import annotations
+
+import random
 
 import pytest
 
-from autocompress import zoo
+from autocompress.compress import compress
+from autocompress.evaluators import measure_costs
+from autocompress.models import zoo
+from autocompress.spaces import build_space
 from autocompress.testing import OperatorSuite
 
 
@@ -13,35 +19,41 @@ def model_and_input(request):
 
 
 class TestChannelPruning(OperatorSuite):
-    kinds = ("channels",)
+    kind = "channels"
 
 
 class TestUnstructuredSparsity(OperatorSuite):
-    kinds = ("sparsity",)
+    kind = "sparsity"
 
 
 class TestTwoFourSparsity(OperatorSuite):
-    kinds = ("sparsity",)
+    kind = "sparsity"
     space_options = {"sparsity_pattern": "2:4"}
 
 
 class TestBlockSparsity(OperatorSuite):
-    kinds = ("sparsity",)
+    kind = "sparsity"
     space_options = {"sparsity_pattern": "4x4"}
 
 
 class TestTuckerRank(OperatorSuite):
-    kinds = ("rank",)
+    kind = "rank"
 
 
 class TestSpatialRank(OperatorSuite):
-    kinds = ("rank",)
+    kind = "rank"
     space_options = {"conv_decomposition": "spatial"}
 
 
 class TestBitWidth(OperatorSuite):
-    kinds = ("bits",)
+    kind = "bits"
 
 
-class TestEverythingAtOnce(OperatorSuite):
-    kinds = ("channels", "sparsity", "rank", "bits")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_kind_at_once_costs_what_the_space_predicts(model_and_input, seed):
+    model, example = model_and_input
+    space = build_space(model, example)
+    rng = random.Random(seed)
+    candidate = {k.name: rng.uniform(k.low, (k.low + k.high) / 2) for k in space.knobs}
+    settings = space.resolve(candidate)
+    assert space.cost(settings) == measure_costs(compress(model, space, settings, example), example)

@@ -5,8 +5,8 @@ import copy
 import torch
 import torch.nn as nn
 
-from autocompress.data import TensorBatches
 from autocompress.evaluators import accuracy, distill, recalibrate_batchnorm
+from autocompress.models.data import TensorBatches
 
 
 def _data(n=256, seed=0):

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from autocompress.errors import BudgetError
+from autocompress.core.errors import BudgetError
+from autocompress.core.ops import Op
 from autocompress.latency_models import SystolicArray, get_latency_model, presets
-from autocompress.ops import Op
 from autocompress.testing import LatencyModelSuite
 
 

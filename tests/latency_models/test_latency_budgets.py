@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from autocompress.cli import main
-from autocompress.recipe import Recipe
+from autocompress.cli.main import main
+from autocompress.core.recipe import Recipe
 
 
 def test_latency_budget_on_an_analytic_target_holds_for_the_recipe(tmp_path, capsys):
@@ -38,10 +38,10 @@ def test_latency_budgets_that_cannot_run_say_why(tmp_path, capsys, budget, messa
 def test_latency_table_of_a_transformer_has_its_attention_rows(capsys):
     """The zoo ViT's table: each block's attention product is a row of its own (heads as
     groups), and a model without data is refused with what the data is needed for."""
-    assert main(["latency", "--target", "tpu-v1", "--model", "autocompress.zoo:vit_tiny",
-                 "--data", "autocompress.zoo:vit_tiny_data", "--batch", "2"]) == 0
+    assert main(["latency", "--target", "tpu-v1", "--model", "autocompress.models.zoo:vit_tiny",
+                 "--data", "autocompress.models.zoo:vit_tiny_data", "--batch", "2"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if ".attn.attention" in line]
     assert [row[:6] for row in rows] == [[f"blocks.{i}.attn.attention", "attention", "65", "65", "16", "4"]
                                          for i in (0, 1)]
-    assert main(["latency", "--target", "tpu-v1", "--model", "autocompress.zoo:vit_tiny"]) == 2
+    assert main(["latency", "--target", "tpu-v1", "--model", "autocompress.models.zoo:vit_tiny"]) == 2
     assert "gives the model's input shape" in capsys.readouterr().err

@@ -7,11 +7,20 @@ import math
 import numpy as np
 import pytest
 
-from autocompress.cli import main
+from autocompress.cli.main import main
+from autocompress.core.errors import BudgetError
 from autocompress.latency_models import load_latency_model
-from autocompress.errors import BudgetError
-from autocompress.latency_models.learned import (GLUE_TERMS, KINDS, LearnedLatency, export_regressor, features,
-                                                 fit_glue, fit_regressor, glue_features, random_op)
+from autocompress.latency_models.learned import (
+    GLUE_TERMS,
+    KINDS,
+    LearnedLatency,
+    export_regressor,
+    features,
+    fit_glue,
+    fit_regressor,
+    glue_features,
+    random_op,
+)
 from autocompress.latency_models.measured import MeasuredLatency
 from autocompress.testing import LatencyModelSuite
 
@@ -215,12 +224,13 @@ def test_profiling_samples_are_of_the_kind_they_are_fitted_for(kind):
 
 
 def test_profiling_times_whole_models_for_what_runs_between_the_layers(tmp_path):
-    from autocompress.profiling import compressed_zoo, profile_device
+    from autocompress.latency_models.profiling import compressed_models, profile_device
+    from autocompress.models import zoo
 
     measured = MeasuredLatency("cpu", cache=str(tmp_path / "cache.json"), repeats=3, warmup=1)
-    model = profile_device("cpu", 10, 0, measured=measured, models=("lenet5",), per_model=1)
+    model = profile_device("cpu", 10, 0, measured=measured, models=zoo.instances(("lenet5",)), per_model=1)
     assert model.glue["models"] == 2 * 3  # the model and one compressed copy, at 3 batch sizes
-    (*_, ops), (*_, small_ops) = compressed_zoo(("lenet5",), 1, np.random.default_rng(0))
+    (*_, ops), (*_, small_ops) = compressed_models(zoo.instances(("lenet5",)), 1, np.random.default_rng(0))
     assert len(ops) == len(small_ops) and model.total(small_ops, 8) <= model.total(ops, 8)  # monotone op by op
     again = load_latency_model(_saved(model, tmp_path))
     assert again.total(ops, 8) == model.total(ops, 8) and again.glue == model.glue
@@ -287,10 +297,10 @@ def test_timing_an_op_again_keeps_the_faster_time(tmp_path, monkeypatch):
 def test_an_attention_op_is_the_fused_product_torch_runs():
     """An attention op does the FLOPs of the kernel it is timed as (both products, counted
     by the FLOP counter every cost uses), and analytic models cost it as those products."""
-    from autocompress.flops import flop_counter
+    from autocompress.core.ops import Op, products
+    from autocompress.evaluators.flops import flop_counter
     from autocompress.latency_models import get_latency_model
     from autocompress.latency_models.measured import op_module
-    from autocompress.ops import Op, products
 
     op = Op("attn", "attention", 65, 17, 16, 3, 65, 48)
     module, x = op_module(op, 2)
@@ -309,8 +319,8 @@ def test_an_attention_op_is_the_fused_product_torch_runs():
 def test_the_ops_of_a_model_are_every_matrix_product_it_runs(name):
     """The ops' FLOPs add up to the model's (the FLOP counter's, which ``Space.cost``
     matches): no product, attention's included, is left out of latency predictions."""
-    from autocompress import zoo
-    from autocompress.ops import space_ops
+    from autocompress.core.ops import space_ops
+    from autocompress.models import zoo
     from autocompress.spaces import build_space
 
     model, x = getattr(zoo, name)().eval(), zoo.example_input(name)
@@ -325,8 +335,8 @@ def test_gathered_elements_come_from_concatenations_and_skip_connections():
     model: none in a plain chain (VGG; MobileNetV2's additions write what its next op
     reads), ResNet's downsampling shortcuts, most of what DenseNet's layers read (every
     earlier feature map), the ViT's first attention (its class token is concatenated)."""
-    from autocompress import zoo
-    from autocompress.ops import gathering_layers, space_ops
+    from autocompress.core.ops import gathering_layers, space_ops
+    from autocompress.models import zoo
     from autocompress.spaces import build_space
 
     def space(name):
@@ -347,8 +357,8 @@ def test_gathered_elements_come_from_concatenations_and_skip_connections():
 def test_pruning_never_makes_a_whole_model_slower_between_the_layers(learned, name):
     """Every term between the layers grows with every op's channels (which ops gather is
     decided on the base model), so pruning any channel group never predicts a slower model."""
-    from autocompress import zoo
-    from autocompress.ops import space_ops
+    from autocompress.core.ops import space_ops
+    from autocompress.models import zoo
     from autocompress.spaces import build_space
 
     model = LearnedLatency("glued", "test", learned.kinds, glue=GLUE)
@@ -362,16 +372,15 @@ def test_profile_command_profiles_your_own_model_with_the_zoo(tmp_path, monkeypa
     """``profile --model``: your model's layers (compressed at random) are timed as samples
     and the model is timed whole for what runs between the layers (the zoo's models are
     left out here to keep the test short)."""
-    import autocompress.profiling as profiling
-    from autocompress import zoo
-    from autocompress.ops import space_ops
+    from autocompress.core.ops import space_ops
+    from autocompress.models import zoo
     from autocompress.spaces import build_space
 
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(profiling, "PROFILE_MODELS", ())
+    monkeypatch.setattr(zoo, "PROFILED", ())
     out = tmp_path / "cpu.json"
-    assert main(["profile", "--samples", "10", "--rounds", "0", "--model", "autocompress.zoo:lenet300_100",
-                 "--data", "autocompress.zoo:lenet300_100_data", "--out", str(out)]) == 0
+    assert main(["profile", "--samples", "10", "--rounds", "0", "--model", "autocompress.models.zoo:lenet300_100",
+                 "--data", "autocompress.models.zoo:lenet300_100_data", "--out", str(out)]) == 0
     model = load_latency_model(out)
     assert model.glue["models"] == 3 * 3  # the model and two compressed copies, at batch 1, 8 and 32
     timed = json.loads((tmp_path / "cache" / "latency" / "measured-cpu.json").read_text())
@@ -379,7 +388,7 @@ def test_profile_command_profiles_your_own_model_with_the_zoo(tmp_path, monkeypa
     space = build_space(zoo.lenet300_100().eval(), zoo.example_input("lenet300_100"))
     assert {op.signature() for op in space_ops(space, space.resolve({}))} <= keys
     assert "saved to" in capsys.readouterr().out
-    assert main(["profile", "--model", "autocompress.zoo:lenet300_100", "--ops-only"]) == 2
+    assert main(["profile", "--model", "autocompress.models.zoo:lenet300_100", "--ops-only"]) == 2
     assert "--ops-only skips both" in capsys.readouterr().err
-    assert main(["profile", "--model", "autocompress.zoo:lenet300_100"]) == 2
+    assert main(["profile", "--model", "autocompress.models.zoo:lenet300_100"]) == 2
     assert "gives the model's input shape" in capsys.readouterr().err

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from autocompress.errors import AutocompressError
+from autocompress.core.errors import AutocompressError
+from autocompress.core.trial import COMPLETE, SCAN, SEARCH, TrialRecord
 from autocompress.search import as_proposal, get_strategy
 from autocompress.search._condensa import CondensaStrategy, level_set_acquisition
 from autocompress.testing import StrategySuite
-from autocompress.trial import COMPLETE, SCAN, SEARCH, TrialRecord
 
 TOLERATED = 0.2  # the synthetic model loses exactly the tolerated drop at 0.2 of the budget's FLOPs
 
@@ -35,8 +35,9 @@ def run(strategy, problem, trials, history=None):
         proposal = as_proposal(strategy.ask(problem, history), problem.space)
         costs = problem.space.candidate_cost(proposal.values)
         feasible = all(costs[m] <= limit for m, limit in problem.limits.items())
-        history.append(TrialRecord(len(history), COMPLETE, proposal.values, proposal.values,
-                                   synthetic_score(problem, proposal.values), feasible, costs, purpose=proposal.purpose))
+        score = synthetic_score(problem, proposal.values)
+        history.append(TrialRecord(len(history), COMPLETE, proposal.values, proposal.values, score, feasible, costs,
+                                   purpose=proposal.purpose))
     return history
 
 

@@ -5,17 +5,17 @@ import pytest
 import torch
 import yaml
 
-from autocompress.cli import main
+from autocompress.cli.main import main
 from autocompress.compress import compress
 from autocompress.compress.channel_masks import ChannelMasks
-from autocompress.errors import AutocompressError
+from autocompress.core.errors import AutocompressError
 from autocompress.evaluators import measure_costs
+from autocompress.models.workload import load_workload
 from autocompress.search import Problem, get_strategy
 from autocompress.search._channel_selection import ChannelSelection, consumers
 from autocompress.search._ga import GASettings, evolve, random_individual, repair
 from autocompress.spaces import build_space
 from autocompress.testing import StrategySuite
-from autocompress.workload import load_workload
 
 
 @pytest.fixture(scope="module")

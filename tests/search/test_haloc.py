@@ -8,15 +8,15 @@ import torch.nn as nn
 
 from autocompress.compress import factorise
 from autocompress.compress.mixed_rank import MixedRank, RankSupernet
-from autocompress.engine import SearchSettings
-from autocompress.runner import run_search
-from autocompress.errors import AutocompressError
-from autocompress.budget import parse as parse_budget
-from autocompress.patterns import density_for_rank
+from autocompress.core.budget import parse as parse_budget
+from autocompress.core.errors import AutocompressError
+from autocompress.core.patterns import density_for_rank
+from autocompress.engine.runner import run_search
+from autocompress.engine.settings import SearchSettings
+from autocompress.models.workload import load_workload
 from autocompress.search import get_strategy
 from autocompress.search._haloc import candidate_costs, candidate_ranks, expected_cost
 from autocompress.testing import StrategySuite
-from autocompress.workload import load_workload
 
 LAYERS = [
     (nn.Conv2d(16, 24, 3, padding=1, bias=True), "tucker2", torch.randn(2, 16, 6, 6)),

@@ -3,10 +3,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autocompress.search import get_strategy, project
+from autocompress.core.projection import fits, project
+from autocompress.search import get_strategy
 from autocompress.search._greedy import accuracy_curves, greedy_threshold, pick
 from autocompress.search._nsga2 import _GENERATION_KEY, _generation
-from autocompress.search.projection import fits
 from autocompress.testing import StrategySuite
 
 
@@ -87,7 +87,7 @@ def test_nsga2_generations_match_the_samplers_own():
 def test_nsga2_spreads_over_costs_within_the_budget(problem):
     """As the pareto objective runs it (proposals within the budget kept), the trials
     cover a wide range of costs, not only the budget's edge."""
-    from autocompress.trial import TrialRecord
+    from autocompress.core.trial import TrialRecord
 
     strategy, space, suite = get_strategy("nsga2", seed=0, population_size=4), problem.space, StrategySuite()
     history = []

@@ -5,10 +5,10 @@ import random
 import pytest
 import torch
 
-from autocompress.demo import DemoNet
-from autocompress.errors import BudgetError
-from autocompress.search import check_reachable, project
-from autocompress.space import KINDS_FOR_METRIC
+from autocompress.core.errors import BudgetError
+from autocompress.core.projection import check_reachable, project
+from autocompress.core.space import KINDS_FOR_METRIC
+from autocompress.models.demo import DemoNet
 from autocompress.spaces import build_space
 
 

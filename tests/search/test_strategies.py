@@ -4,7 +4,7 @@ import functools
 
 import pytest
 
-from autocompress.errors import AutocompressError
+from autocompress.core.errors import AutocompressError
 from autocompress.search import STRATEGIES, get_strategy
 from autocompress.testing import StrategySuite
 
@@ -12,7 +12,8 @@ from autocompress.testing import StrategySuite
 FAST: dict[str, dict] = {
     "greedy": {"ratios": 3},
     "nsga2": {"population_size": 4},
-    "genetic": {"population": 3, "elite": 1, "tournament": 2, "generations": 1, "rerank": 1, "batch_size": 4, "scan_levels": 1},
+    "genetic": {"population": 3, "elite": 1, "tournament": 2, "generations": 1, "rerank": 1, "batch_size": 4,
+                "scan_levels": 1},
     "condensa": {"scan_levels": 1, "candidates": 128},
     "haloc": {"candidates": 2, "steps": 1},
 }
@@ -68,3 +69,16 @@ def test_bo_learns_toward_better_scores(problem):
 def test_unknown_strategy_is_named():
     with pytest.raises(AutocompressError, match="'annealing'"):
         get_strategy("annealing")
+
+
+def test_the_pareto_objective_keeps_proposals_that_fit(problem):
+    """As the engine does (``core.projection.candidate_for``): search proposals within the
+    budget are evaluated as proposed under the pareto objective, projected otherwise."""
+    from dataclasses import replace
+
+    pareto = replace(problem, objective="pareto")
+    kept = StrategySuite().simulate(get_strategy("random", seed=4), pareto, 6)
+    projected = StrategySuite().simulate(get_strategy("random", seed=4), problem, 6)
+    fitting = [r for r in kept if problem.space.candidate_cost(r.proposal)["flops"] <= problem.limits["flops"]]
+    assert fitting and all(r.candidate == r.proposal for r in fitting)
+    assert all(r.candidate != r.proposal for r in projected)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from autocompress.demo import DemoNet
+from autocompress.models.demo import DemoNet
 from autocompress.spaces import build_space
 
 
@@ -21,7 +21,7 @@ def test_residual_channels_form_one_group():
 
 def test_every_conv_and_linear_has_knobs_but_output_is_never_channel_pruned():
     space = build_space(DemoNet().eval(), torch.randn(1, 1, 8, 8))
-    layer_names = [l.name for l in space.layers]
+    layer_names = [layer.name for layer in space.layers]
     assert layer_names == ["stem.0", "block1.conv1", "block1.conv2", "down.0", "block2.conv1", "block2.conv2", "head"]
     assert all(f"{n}/sparsity" in space.knob_names for n in layer_names)
     assert space.layer("head").out_group is None
@@ -82,8 +82,8 @@ def test_restrict_keeps_only_named_kinds():
 
 
 def test_attention_heads_are_a_channel_group_with_exact_costs():
-    from autocompress import zoo
     from autocompress.evaluators import count_flops
+    from autocompress.models import zoo
 
     model, x = zoo.vit_tiny(), zoo.example_input("vit_tiny")
     space = build_space(model, x)
@@ -102,14 +102,14 @@ def test_attention_heads_are_a_channel_group_with_exact_costs():
 
 
 def test_every_layer_left_out_is_listed_with_a_reason():
-    from autocompress import zoo
+    from autocompress.models import zoo
 
     model, x = zoo.vit_tiny(), zoo.example_input("vit_tiny")
     space = build_space(model, x)
     assert "heads of attention blocks.0.attn" in space.excluded["blocks.0.attn.in_proj_weight"]
     assert space.excluded["blocks.0.attn.out_proj"] == space.excluded["blocks.0.attn.in_proj_weight"]
     assert "attention" in space.excluded["patch_embed"]  # the model width, fixed by nn.MultiheadAttention
-    covered = {l.name for l in space.layers} | set(space.excluded)
+    covered = {layer.name for layer in space.layers} | set(space.excluded)
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             assert name in covered, name
@@ -146,8 +146,8 @@ def test_each_left_out_layer_is_warned_about_once(caplog):
 
 
 def test_attention_layers_take_heads_and_nothing_else():
-    from autocompress import zoo
-    from autocompress.errors import RecipeError
+    from autocompress.core.errors import RecipeError
+    from autocompress.models import zoo
 
     space = build_space(zoo.vit_tiny(), zoo.example_input("vit_tiny"))
     assert space.shapes({"blocks.0.attn": {"heads": 1}})  # within its 4 heads

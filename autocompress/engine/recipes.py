@@ -1,0 +1,170 @@
+"""Recipes from trials: the chosen trial replayed and measured, any trial exported, and
+``replay`` (what ``apply`` runs) rebuilding a recipe's model."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch.nn as nn
+
+from ..compress import bake, compress
+from ..core import __version__
+from ..core import budget as _budget
+from ..core.errors import AutocompressError, RecipeError, StudyError
+from ..core.recipe import Recipe
+from ..core.space import Space
+from ..core.trial import COMPLETE, SCAN, TrialRecord, finished
+from ..core.workload import Workload
+from ..evaluators import accuracy, measure_costs
+from ..latency_models.base import LatencyModel
+from ..latency_models.calibration import calibrate_latency
+from ..latency_models.measured import measure_pair
+from ..search import Problem
+from ..spaces import build_space
+from .evaluation import latency_models_for, limits_for, predicted_latency, recover, search_space, with_latency_models
+from .settings import SearchSettings
+from .study import Study, study_location
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchResult:
+    """What ``ac.search`` returns: the recipe, where it was saved, its model (fine-tuned,
+    baked into plain modules) and the study's trials."""
+
+    recipe: Recipe
+    recipe_path: Path
+    model: nn.Module
+    history: list[TrialRecord] = field(default_factory=list)
+
+
+def measured_recipe(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
+                    history: list[TrialRecord]) -> tuple[Recipe, nn.Module]:
+    """The recipe of one trial, replayed (final fine-tune) and measured, with its model."""
+    recipe = recipe_for(workload, settings, problem, record, finished(history))
+    log.info("fine-tuning the recipe of trial %d (%d steps)", record.number, settings.final_finetune_steps)
+    model, compressed = replay(workload, recipe, latency_models=settings.latency_models)
+    compressed.update(predicted_latency(problem.space, recipe.layers))  # calibrated, at the search's batch
+    base = dict(problem.base)
+    base["latency_cpu_ms"], compressed["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
+    recipe.metrics = {"base": base, "compressed": compressed}
+    return recipe, model
+
+
+def recipe_for(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
+               trials: int) -> Recipe:
+    """The (not yet measured) recipe of one trial."""
+    return Recipe(
+        model={"name": workload.name, "fingerprint": workload.fingerprint,
+               "input_shape": list(workload.example_input.shape[1:])},
+        budget=settings.budget.to_strings(),
+        layers=problem.space.resolve(record.candidate, record.channel_order),
+        search={
+            "strategy": settings.strategy_name, "trials": trials,
+            "seed": settings.seed, "best_trial": record.number, "best_proxy_accuracy": record.score,
+            "proxy_finetune_steps": settings.finetune_steps, "autocompress": __version__,
+        },
+        recovery=settings.recovery(final=True),
+        excluded=dict(problem.space.excluded),
+    )
+
+
+def export_trial(workload: Workload, out: str | Path, trial: int,
+                 path: str | Path | None = None) -> tuple[Recipe, Path, nn.Module]:
+    """Turn one trial of the search in ``out`` (a point of ``pareto.yaml``, or any complete
+    search trial within the budget) into a recipe: replayed with the search's final
+    fine-tune, measured, and saved to ``path`` (default ``out/recipe-trial-N.yaml``).
+
+    Raises StudyError for a folder without a study and for a trial that is unknown,
+    failed, a sensitivity scan or over the budget; RecipeError for another model.
+    """
+    out = Path(out)
+    study = Study.open(*study_location(out))
+    history = study.history()
+    settings = SearchSettings.from_dict(study.config)
+    fingerprint = study.config.get("model")
+    if fingerprint != workload.fingerprint:
+        raise RecipeError(f"the search in {out} was made for model fingerprint {fingerprint}, not for "
+                          f"{workload.name!r} ({workload.fingerprint}); pass the model it was made for with "
+                          "--model/--weights")
+    record = next((r for r in history if r.number == trial), None)
+    listed = f"see {out / 'pareto.yaml'}" if (out / "pareto.yaml").is_file() else "see its study.db"
+    if record is None:
+        raise StudyError(f"trial {trial} is not in the study of {out} (trials 0 to {len(history) - 1}); {listed}")
+    if record.purpose == SCAN:
+        raise StudyError(f"trial {trial} is a sensitivity scan (BatchNorm recalibration only), not a candidate "
+                         f"recipe; choose a search trial, {listed}")
+    if record.state != COMPLETE:
+        raise StudyError(f"trial {trial} {record.state}" + (f" ({record.error})" if record.error else "")
+                         + f"; choose a complete search trial, {listed}")
+    if not record.feasible:
+        raise StudyError(f"trial {trial} is over the budget {settings.budget}; choose one within it, {listed}")
+    space = search_space(workload, settings)
+    if list(space.knob_names) != study.config["knob_names"]:
+        raise StudyError(f"the search in {out} turned other knobs than this model's space has; rerun the search")
+    stored = study.latency_models
+    if stored is None:  # the search stopped before it stored its calibration
+        space = calibrate_latency(workload, space, settings.budget, given=settings.latency_models)
+    else:
+        space = with_latency_models(space, stored)
+    base = {k: v for k, v in study.base.items() if k != "proxy_accuracy"}
+    problem = Problem(space, limits_for(settings.budget, base), base,
+                      base_score=study.base.get("proxy_accuracy", 100.0),
+                      max_accuracy_drop=settings.max_accuracy_drop, objective=settings.objective, workload=workload,
+                      recovery=settings.recovery(final=False))
+    recipe, model = measured_recipe(workload, settings, problem, record, history)
+    path = Path(path) if path is not None else out / f"recipe-trial-{trial}.yaml"
+    recipe.save(path)
+    return recipe, path, model
+
+
+def check_recipe(workload: Workload, recipe: Recipe) -> Space:
+    """The model's space, after checking the recipe was made for this model."""
+    if recipe.model.get("fingerprint") != workload.fingerprint:
+        raise RecipeError(
+            f"the recipe was made for model {recipe.model.get('name')!r} (fingerprint "
+            f"{recipe.model.get('fingerprint')}), not for {workload.name!r} ({workload.fingerprint}); "
+            "pass the model it was made for with --model/--weights"
+        )
+    space = build_space(workload.model, workload.example_input)
+    known = {layer.name for layer in space.layers}
+    for name in recipe.layers:
+        if name not in known:
+            raise RecipeError(f"recipe layer {name!r} is not a compressible layer of {workload.name!r}")
+    return space
+
+
+def replay(workload: Workload, recipe: Recipe, finetune_epochs: float | None = None,
+           latency_models: Mapping[str, LatencyModel] | None = None) -> tuple[nn.Module, dict[str, float]]:
+    """Rebuild the compressed model a recipe describes, measure it (test accuracy) and
+    return it baked into plain modules.  ``finetune_epochs`` replaces the recipe's final
+    fine-tune (distillation from the base model) by that many passes over the training
+    batches.  Latency budgets are predicted with their targets' analytic models
+    (``latency_models``: the one to use for a target, by target name)."""
+    space = check_recipe(workload, recipe)
+    model = compress(workload.model, space, recipe.layers, workload.example_input)
+    recovery = dict(recipe.recovery)
+    if finetune_epochs is not None:
+        recovery["finetune_steps"] = finetune_steps_for(workload, finetune_epochs)
+    recover(model, workload.model, workload, recovery)
+    metrics = measure_costs(model, workload.example_input)
+    analytic = {k: m for k, m in latency_models_for(_budget.parse(recipe.budget), latency_models).items()
+                if m.kind != "measured"}
+    metrics.update(predicted_latency(replace(space, latency_models=analytic), recipe.layers))
+    metrics["accuracy"] = accuracy(model, workload.test)
+    return bake(model), metrics
+
+
+def finetune_steps_for(workload: Workload, epochs: float) -> int:
+    """Fine-tune steps in ``epochs`` passes over the workload's training batches."""
+    if not epochs >= 0:
+        raise AutocompressError(f"--finetune {epochs} must be zero or more epochs")
+    try:
+        batches = len(workload.train)
+    except TypeError:
+        raise AutocompressError("--finetune EPOCHS needs training data of known length (a list or a DataLoader); "
+                                "this --data gives an iterable without len()") from None
+    return int(round(epochs * batches))

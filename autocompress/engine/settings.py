@@ -1,0 +1,153 @@
+"""Search settings: everything that defines a search besides the model and data, and the
+form they are stored in with the study (``SearchSettings.to_dict``: JSON, schema 1)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import budget as _budget
+from ..core.budget import Budget
+from ..core.errors import AutocompressError, StudyError
+from ..core.space import KINDS_FOR_METRIC, Space
+from ..core.workload import Workload
+from ..latency_models.base import LatencyModel
+from ..latency_models.registry import model_from_dict
+from ..search import STRATEGIES, Strategy, get_strategy
+
+OBJECTIVES = ("accuracy", "pareto")
+SCHEMA = 1  # of the stored settings; a study stored otherwise is refused (StudyError)
+
+
+@dataclass
+class SearchSettings:
+    """Everything that defines a search besides the model and data.
+
+    ``trials`` is the number of search trials to finish (None: the strategy's
+    ``default_trials``).  ``strategy`` is a registered name (``"bo"``, built with ``seed``
+    and the keyword arguments ``strategy_options``) or a Strategy object (used as it is,
+    ``strategy_options`` empty; its own ``seed`` applies to the strategy).
+    ``finetune_steps`` is the per-trial distillation fine-tune of the proxy (0: BatchNorm
+    recalibration only; sensitivity scans always use 0); ``final_finetune_steps`` is the
+    fine-tune of the chosen recipe.  ``max_accuracy_drop`` (points of proxy accuracy) is
+    the tolerance of strategies that minimise cost under an accuracy floor (condensa);
+    ``objective`` is ``"accuracy"`` or ``"pareto"`` (also save the accuracy/cost front; search
+    proposals already within the budget are then evaluated as proposed, not scaled up to it);
+    ``channel_multiple`` rounds kept channel counts (``space.kept_channels``);
+    ``latency_batch`` is the batch size latency budgets are predicted and measured at;
+    ``latency_models`` maps latency targets (the ``mydev`` of ``latency=2ms@mydev``) to
+    LatencyModel objects used instead of the named target's.
+    ``knobs`` names the knob kinds to search (empty: the strategy's ``knob_kinds``, else
+    those that can lower the budget's metrics, ``space.KINDS_FOR_METRIC``);
+    ``sparsity_pattern`` and ``conv_decomposition`` shape the sparsity and rank knobs (see
+    ``spaces.build_space``).
+    """
+
+    budget: Budget
+    trials: int | None = None
+    strategy: str | Strategy = "bo"
+    seed: int = 0
+    calibration_batches: int = 20
+    finetune_steps: int = 20
+    final_finetune_steps: int = 300
+    lr: float = 1e-3
+    temperature: float = 4.0
+    knobs: tuple[str, ...] = ()
+    sparsity_pattern: str = "unstructured"
+    conv_decomposition: str = "tucker2"
+    channel_multiple: int = 8
+    latency_batch: int = 1
+    max_accuracy_drop: float = 1.0
+    objective: str = "accuracy"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    latency_models: dict[str, LatencyModel] = field(default_factory=dict)
+
+    def recovery(self, final: bool, scan: bool = False) -> dict[str, Any]:
+        return {
+            "calibration_batches": self.calibration_batches,
+            "finetune_steps": 0 if scan else self.final_finetune_steps if final else self.finetune_steps,
+            "lr": self.lr, "temperature": self.temperature, "seed": self.seed,
+        }
+
+    @property
+    def strategy_name(self) -> str:
+        """The strategy's registered name, or for an unregistered Strategy class its
+        ``module.QualName``."""
+        if isinstance(self.strategy, str):
+            return self.strategy
+        cls = type(self.strategy)
+        return cls.name if STRATEGIES.get(cls.name) is cls else f"{cls.__module__}.{cls.__qualname__}"
+
+    def make_strategy(self) -> Strategy:
+        """The strategy object: the one given, or the registered one built with ``seed`` and
+        ``strategy_options`` (AutocompressError for an unknown name or option)."""
+        if isinstance(self.strategy, Strategy):
+            if self.strategy_options:
+                raise AutocompressError("strategy options are for a strategy given by name; pass them to the "
+                                        f"constructor of {type(self.strategy).__name__} instead")
+            return self.strategy
+        return get_strategy(self.strategy, **{"seed": self.seed, **self.strategy_options})
+
+    def knob_kinds(self) -> tuple[str, ...]:
+        """The knob kinds the search turns: ``knobs``, else the strategy's kinds (haloc:
+        rank), else those that lower the budget's metrics."""
+        if self.knobs:
+            return tuple(self.knobs)
+        cls = type(self.strategy) if isinstance(self.strategy, Strategy) else STRATEGIES.get(self.strategy)
+        kinds = tuple(cls.knob_kinds) if cls is not None else ()
+        if not kinds:
+            for metric in self.budget.metrics:
+                kinds += tuple(k for k in KINDS_FOR_METRIC[metric] if k not in kinds)
+        return kinds
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting but ``trials`` (which a resume may raise), defaults resolved, as
+        JSON-able data with a ``schema`` version: the strategy as its name and constructor
+        parameters (``strategy_params``), latency models as their ``to_dict()``.  Raises
+        AutocompressError for a strategy parameter or latency model that is not JSON."""
+        data = {
+            "schema": SCHEMA, "budget": str(self.budget), "strategy": self.strategy_name,
+            "strategy_params": self.make_strategy().get_params(), "seed": self.seed,
+            "calibration_batches": self.calibration_batches, "finetune_steps": self.finetune_steps,
+            "final_finetune_steps": self.final_finetune_steps, "lr": self.lr, "temperature": self.temperature,
+            "knobs": list(self.knob_kinds()), "sparsity_pattern": self.sparsity_pattern,
+            "conv_decomposition": self.conv_decomposition, "channel_multiple": self.channel_multiple,
+            "latency_batch": self.latency_batch, "max_accuracy_drop": self.max_accuracy_drop,
+            "objective": self.objective,
+            "latency_models": {target: model.to_dict() for target, model in sorted(self.latency_models.items())},
+        }
+        try:
+            return json.loads(json.dumps(data))  # as the study will hold it (tuples become lists)
+        except (TypeError, ValueError) as exc:
+            raise AutocompressError(f"the search settings cannot be stored as JSON ({exc}); give strategy "
+                                    "parameters and latency models plain numbers, strings, lists and dicts") from None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSettings:
+        """The settings ``to_dict`` stored (``trials`` left at None).  Raises StudyError for
+        settings of another schema (a study made by an older autocompress) or a strategy
+        settings.  ``strategy`` is the stored name and ``strategy_options`` the stored
+        parameters; a strategy class that is not registered (one only the search's own
+        process had) keeps its ``module.QualName`` and cannot be built here."""
+        if data.get("schema") != SCHEMA:
+            raise StudyError("the study was made by an older autocompress (its settings are stored in another "
+                             "form); rerun the search")
+        return cls(
+            budget=_budget.parse(data["budget"]), strategy=data["strategy"], seed=int(data["seed"]),
+            calibration_batches=int(data["calibration_batches"]), finetune_steps=int(data["finetune_steps"]),
+            final_finetune_steps=int(data["final_finetune_steps"]), lr=float(data["lr"]),
+            temperature=float(data["temperature"]), knobs=tuple(data["knobs"]),
+            sparsity_pattern=data["sparsity_pattern"], conv_decomposition=data["conv_decomposition"],
+            channel_multiple=int(data["channel_multiple"]), latency_batch=int(data["latency_batch"]),
+            max_accuracy_drop=float(data["max_accuracy_drop"]), objective=data["objective"],
+            strategy_options=dict(data["strategy_params"]),
+            latency_models={target: model_from_dict(model, f"the study's latency model for {target!r}")
+                            for target, model in data["latency_models"].items()},
+        )
+
+
+def study_config(workload: Workload, settings: SearchSettings, space: Space) -> dict[str, Any]:
+    """What identifies a search: the model's fingerprint, the knobs its space turns and
+    every setting (``SearchSettings.to_dict``); a study resumes only with the same."""
+    return {"model": workload.fingerprint, "knob_names": list(space.knob_names), **settings.to_dict()}

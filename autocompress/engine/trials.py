@@ -1,0 +1,147 @@
+"""The trial steps every backend shares.
+
+``next_trial`` picks what to evaluate next (an interrupted trial once more, else the
+strategy's proposal, kept or projected onto the budget by ``core.projection.candidate_for``)
+and records it as running; ``evaluate`` scores it; ``record`` stores the outcome and tells
+the strategy.  The in-process loop and the shared-study worker (``backends``) run them in a
+row; the Ray backend (``ray_tune``) calls ``next_trial`` and ``record`` on the driver and
+``evaluate_trial`` in Ray workers.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import optuna
+
+from ..core.errors import SearchError
+from ..core.projection import candidate_for
+from ..core.trial import COMPLETE, FAILED, INTERRUPTED, RUNNING, TrialRecord, finished, search_trials
+from ..core.workload import Workload
+from ..search import Problem, Strategy, as_proposal
+from .evaluation import evaluate_trial
+from .settings import SearchSettings
+from .study import Study
+
+log = logging.getLogger(__name__)
+FAILURES_IN_A_ROW = 5  # then the search stops with the last error (SearchError)
+
+
+@dataclass
+class Search:
+    """Everything a process needs to run trials of one search."""
+
+    workload: Workload
+    settings: SearchSettings
+    strategy: Strategy
+    problem: Problem
+    study: Study
+    ran: int = 0  # trials this process finished (complete or failed)
+
+    @property
+    def trials(self) -> int:
+        return int(self.settings.trials)
+
+
+@dataclass
+class Pending:
+    """A trial recorded as running, with what to evaluate."""
+
+    trial: optuna.Trial
+    candidate: dict[str, float]
+    purpose: str
+    channel_order: dict[str, list[int]] | None
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+def running(history: list[TrialRecord]) -> int:
+    """Search trials running now (in this or another process)."""
+    return sum(r.state == RUNNING for r in search_trials(history))
+
+
+def retry_due(history: list[TrialRecord]) -> TrialRecord | None:
+    """The oldest interrupted trial not evaluated again yet (each is retried once; a
+    retry that is interrupted in turn stays failed)."""
+    retried = {r.retry_of for r in history if r.retry_of is not None}
+    return next((r for r in history if r.interrupted and r.retry_of is None and r.number not in retried), None)
+
+
+def check_failing(history: list[TrialRecord]) -> None:
+    """Raise SearchError when the last ``FAILURES_IN_A_ROW`` trials all failed (not
+    interrupted): something is wrong beyond one candidate, and going on would loop."""
+    ended = [r for r in history if r.state in (COMPLETE, FAILED) and not r.interrupted]
+    last = ended[-FAILURES_IN_A_ROW:]
+    if len(last) == FAILURES_IN_A_ROW and all(r.state == FAILED for r in last):
+        raise SearchError(f"the last {FAILURES_IN_A_ROW} trials failed, the last one (trial {last[-1].number}) with: "
+                          f"{last[-1].error}; the finished trials are kept and the same command resumes")
+
+
+def next_trial(search: Search, history: list[TrialRecord]) -> Pending | None:
+    """Record the next trial as running: an interrupted one again, else the strategy's
+    proposal (projected onto the budget unless it already fits and the strategy or the
+    pareto objective keeps it).  None when the strategy has nothing more to try."""
+    study, space, limits = search.study, search.problem.space, search.problem.limits
+    again = retry_due(history)
+    if again is not None:
+        log.info("trial %d was interrupted; evaluating it again", again.number)
+        trial = study.start(space, again.proposal, again.candidate, again.purpose, again.channel_order or None,
+                            retry_of=again.number)
+        return Pending(trial, dict(again.candidate), again.purpose, again.channel_order or None)
+    proposal = as_proposal(search.strategy.ask(search.problem, history), space)
+    if proposal is None:
+        return None
+    keep = search.settings.objective == "pareto" or search.strategy.keeps_feasible
+    candidate = candidate_for(space, proposal.values, limits, proposal.purpose, keep)
+    trial = study.start(space, proposal.values, candidate, proposal.purpose, proposal.channel_order)
+    return Pending(trial, dict(candidate), proposal.purpose, proposal.channel_order)
+
+
+def evaluate(search: Search, pending: Pending) -> tuple[float, dict[str, float], bool]:
+    """Proxy accuracy, measured costs and feasibility of a pending trial."""
+    return evaluate_trial(search.workload, search.problem.space, pending.candidate, search.settings,
+                          search.problem.limits, pending.purpose, pending.channel_order)
+
+
+def record(search: Search, pending: Pending, outcome: tuple[float, dict[str, float], bool] | None,
+           error: str = "") -> list[TrialRecord]:
+    """Store a trial's outcome (None: failed with ``error``), tell the strategy; the history."""
+    if outcome is None:
+        search.study.fail(pending.trial, error)
+    else:
+        search.study.finish(pending.trial, *outcome)
+    history = search.study.history()
+    record_ = next(r for r in reversed(history) if r.number == pending.number)
+    search.strategy.tell(search.problem, record_)
+    return history
+
+
+def run_one(search: Search, pending: Pending) -> list[TrialRecord]:
+    """Evaluate and record one pending trial in this process.  A failing candidate is
+    recorded failed and the search goes on; a KeyboardInterrupt records the trial as
+    interrupted (evaluated again on resume) and propagates."""
+    outcome, error = None, ""
+    try:
+        with search.study.running(pending.trial):
+            outcome = evaluate(search, pending)
+    except KeyboardInterrupt:
+        search.study.fail(pending.trial, f"{INTERRUPTED} by the user")
+        raise
+    except Exception as exc:  # a failing trial is recorded; the search goes on
+        log.warning("trial %d failed: %s: %s", pending.number, type(exc).__name__, exc)
+        error = f"{type(exc).__name__}: {exc}"
+    search.ran += 1
+    return record(search, pending, outcome, error)
+
+
+def show_progress(bar, search: Search, history: list[TrialRecord]) -> None:
+    """Finished search trials and the best feasible one so far on ``bar`` (a tqdm bar, or None)."""
+    if bar is None:
+        return
+    bar.n = min(finished(history), search.trials)
+    best = search.strategy.best(search.problem, history)
+    if best is not None:
+        bar.set_postfix_str(f"best feasible proxy acc {best.score:.2f}% (trial {best.number})", refresh=False)
+    bar.refresh()
