@@ -303,13 +303,13 @@ def _search(args) -> int:
 
     if args.strategy not in STRATEGIES:
         raise AutocompressError(f"unknown strategy {args.strategy!r}; use one of {', '.join(STRATEGIES)}")
+    from ..core.kinds import kind_names
     from ..core.patterns import parse_pattern
-    from ..core.space import KINDS
 
     knobs = tuple(k.strip() for k in (args.knobs or "").split(",") if k.strip())
     for kind in knobs:
-        if kind not in KINDS:
-            raise AutocompressError(f"--knobs names unknown kind {kind!r}; use some of {', '.join(KINDS)}")
+        if kind not in kind_names():
+            raise AutocompressError(f"--knobs names unknown kind {kind!r}; use some of {', '.join(kind_names())}")
     try:
         parse_pattern(args.sparsity_pattern)
     except ValueError as exc:

@@ -25,24 +25,13 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from .budget import METRICS
 from .errors import RecipeError
-from .kinds import kind_names, kinds, kinds_for_metric
+from .kinds import kinds
 from .ops import layer_ops, space_ops
 from .patterns import weight_bits, zeroed_weights
 
 Candidate = dict[str, float]
 LayerSettings = dict[str, dict[str, Any]]
-
-
-def __getattr__(name: str) -> Any:
-    """``KINDS`` (the registered kind names) and ``KINDS_FOR_METRIC`` (the kinds searched by
-    default for each budget metric), read from the kind registry (``core.kinds``) when asked."""
-    if name == "KINDS":
-        return kind_names()
-    if name == "KINDS_FOR_METRIC":
-        return {metric: kinds_for_metric(metric) for metric in METRICS}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def channel_step(size: int, multiple: int) -> int:

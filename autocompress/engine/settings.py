@@ -10,7 +10,8 @@ from typing import Any
 from ..core import budget as _budget
 from ..core.budget import Budget
 from ..core.errors import AutocompressError, StudyError
-from ..core.space import KINDS_FOR_METRIC, Space
+from ..core.kinds import kinds_for_metric
+from ..core.space import Space
 from ..core.workload import Workload
 from ..latency_models.base import LatencyModel
 from ..latency_models.registry import model_from_dict
@@ -39,7 +40,7 @@ class SearchSettings:
     ``latency_models`` maps latency targets (the ``mydev`` of ``latency=2ms@mydev``) to
     LatencyModel objects used instead of the named target's.
     ``knobs`` names the knob kinds to search (empty: the strategy's ``knob_kinds``, else
-    those that can lower the budget's metrics, ``space.KINDS_FOR_METRIC``);
+    those that can lower the budget's metrics, ``core.kinds.kinds_for_metric``);
     ``sparsity_pattern`` and ``conv_decomposition`` shape the sparsity and rank knobs (see
     ``spaces.build_space``).
     """
@@ -98,7 +99,7 @@ class SearchSettings:
         kinds = tuple(cls.knob_kinds) if cls is not None else ()
         if not kinds:
             for metric in self.budget.metrics:
-                kinds += tuple(k for k in KINDS_FOR_METRIC[metric] if k not in kinds)
+                kinds += tuple(k for k in kinds_for_metric(metric) if k not in kinds)
         return kinds
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from autocompress.core.errors import BudgetError
+from autocompress.core.kinds import kinds_for_metric
 from autocompress.core.projection import check_reachable, project
-from autocompress.core.space import KINDS_FOR_METRIC
 from autocompress.models.demo import DemoNet
 from autocompress.spaces import build_space
 
@@ -19,7 +19,7 @@ def space():
 
 @pytest.mark.parametrize("metric,ratio", [("flops", 0.3), ("params", 0.1), ("size", 0.25), ("flops", 0.6)])
 def test_projection_meets_the_budget_tightly(space, metric, ratio):
-    space = space.restrict(KINDS_FOR_METRIC[metric])
+    space = space.restrict(kinds_for_metric(metric))
     base = space.candidate_cost(space.neutral())
     limit = {metric: ratio * base[metric]}
     rng = random.Random(0)
