@@ -13,12 +13,13 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from ..core.patterns import weight_bits
+from . import batches
 from .flops import flop_counter
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
+def count_flops(model: nn.Module, example_input: batches.Inputs) -> int:
     """Dense FLOPs of one forward pass, as ``torch.utils.flop_counter`` counts them
     (2 per multiply-accumulate of convolutions and matrix products, attention's included:
     ``autocompress.flops``).  Pass the model in
@@ -28,9 +29,8 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     fast path of ``nn.MultiheadAttention``) are invisible to the counter, their
     decomposition is not.
     """
-    x = example_input.detach().clone().requires_grad_(example_input.is_floating_point())
     with torch.enable_grad(), flop_counter() as counter:
-        model(x)
+        batches.call(model, batches.for_grad(example_input))
     return int(counter.get_total_flops())
 
 
@@ -72,7 +72,7 @@ def size_bytes(model: nn.Module) -> int:
     return math.ceil(bits / 8)
 
 
-def measure_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, float]:
+def measure_costs(model: nn.Module, example_input: batches.Inputs) -> dict[str, float]:
     """``{"flops", "params", "size"}`` for the model on ``example_input``."""
     return {
         "flops": float(count_flops(model, example_input)),

@@ -22,6 +22,7 @@ from ..core.errors import ModelError
 from ..core.kinds import kinds
 from ..core.patterns import DECOMPOSITIONS, parse_pattern
 from ..core.space import ChannelGroup, LayerInfo, Space
+from ..evaluators import batches
 from ..evaluators.flops import flop_counter
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ _UNSUPPORTED = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn
 _warned: set[tuple[str, str, str]] = set()
 
 
-def build_space(model: nn.Module, example_input: torch.Tensor, sparsity_pattern: str = "unstructured",
+def build_space(model: nn.Module, example_input: batches.Inputs, sparsity_pattern: str = "unstructured",
                 conv_decomposition: str = "tucker2") -> Space:
     """Trace ``model`` on ``example_input`` and return its Space.
 
@@ -128,7 +129,7 @@ def _warn(model: nn.Module, name: str, reason: str, what: str = "search") -> Non
         log.warning("layer %s left out of the %s: %s", name, what, reason)
 
 
-def _run_and_record(model: nn.Module, example_input: torch.Tensor):
+def _run_and_record(model: nn.Module, example_input: batches.Inputs):
     """Modules in the order they first run, their (input, output) shapes (an attention's:
     (query, key)), how often each attention runs, and the total FLOPs."""
     order: list[nn.Module] = []
@@ -151,13 +152,13 @@ def _run_and_record(model: nn.Module, example_input: torch.Tensor):
     handles += [m.register_forward_hook(attention_hook, with_kwargs=True) for m in model.modules()
                 if isinstance(m, nn.MultiheadAttention)]
     # autograd on, as in evaluators.count_flops, so fused inference kernels are counted
-    x = example_input.detach().clone().requires_grad_(example_input.is_floating_point())
+    x = batches.for_grad(example_input)
     try:
         with torch.enable_grad(), flop_counter() as counter:
-            model.eval()(x)
+            batches.call(model.eval(), x)
     except Exception as exc:
         raise ModelError(
-            f"the model failed on an example input of shape {tuple(example_input.shape)}: {exc}"
+            f"the model failed on an example input of shape {batches.describe(example_input)}: {exc}"
         ) from None
     finally:
         for h in handles:

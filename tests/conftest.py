@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -47,3 +48,28 @@ def tiny():
             m.running_var.uniform_(0.5, 2.0)
             m.bias.data.normal_()
     return model, torch.randn(1, 3, 4, 4)
+
+
+@pytest.fixture(scope="session")
+def torchvision():
+    """torchvision, imported as ``autocompress.models.thirdparty`` does it: PyPI's wheel is
+    built for CUDA torch, and on the CPU torch pinned here ``import torchvision`` fails in
+    its fake-kernel registrations for detection ops (``operator torchvision::nms does not
+    exist``); the model builders need none of them, so they are skipped.  Skips the test
+    where torchvision is not installed."""
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed")
+    from autocompress.models.thirdparty import import_torchvision
+
+    return import_torchvision()
+
+
+@pytest.fixture(scope="session")
+def transformers():
+    """transformers (it imports torchvision, so that goes through the fixture above first).
+    Skips the test where transformers is not installed."""
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip("transformers is not installed")
+    from autocompress.models.thirdparty import import_transformers
+
+    return import_transformers()

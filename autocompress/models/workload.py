@@ -7,7 +7,6 @@ callable (or a tuple) giving ``(train, val)`` or ``(train, val, test)`` iterable
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ import torch.nn as nn
 
 from ..core.errors import ModelError
 from ..core.workload import Workload
+from .thirdparty import import_module
 
 
 def import_object(spec: str, option: str) -> Any:
@@ -29,7 +29,7 @@ def import_object(spec: str, option: str) -> Any:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = import_module(module_name)
     except Exception as exc:
         raise ModelError(f"{option} {spec!r} cannot be imported: {type(exc).__name__}: {exc}") from None
     for part in attr.split("."):
