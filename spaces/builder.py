@@ -24,6 +24,7 @@ from ..core.patterns import DECOMPOSITIONS, parse_pattern
 from ..core.space import ChannelGroup, LayerInfo, Space
 from ..evaluators import batches
 from ..evaluators.flops import flop_counter
+from .attention import attention_layers
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +60,7 @@ def build_space(model: nn.Module, example_input: batches.Inputs, sparsity_patter
         if isinstance(module, _UNSUPPORTED):
             excluded[names[module]] = f"{type(module).__name__} layers are not compressed yet"
             _warn(model, names[module], excluded[names[module]])
-    attention: dict[nn.Module, tuple[LayerInfo, ChannelGroup]] = {}
-    for module in order:
-        if isinstance(module, nn.MultiheadAttention):
-            name = names[module]
-            reason = _attention_unsupported(module, calls[module])
-            if reason:
-                reason = f"the heads of attention {name} are not pruned: {reason}"
-            else:
-                attention[module] = _attention(module, name, shapes[module])
-                reason = (f"searched by the heads of attention {name} only: sparsity, rank and bits do not apply "
-                          "inside nn.MultiheadAttention yet")
-            projections = (f"{name}.in_proj_weight", f"{name}.out_proj")
-            excluded.update(dict.fromkeys(projections, reason))
-            _warn(model, " and ".join(projections), reason)
+    attention = attention_layers(model, order, shapes, calls, names, excluded, _warn)
 
     try:
         with warnings.catch_warnings():
@@ -214,34 +202,6 @@ def _parse_group(group, names, rank):
     if any(per_channel == 0 for _, per_channel in consumers):
         reason = "a consumer's input width is not a multiple of the group's channels"
     return cgroup, consumers, reason
-
-
-def _attention_unsupported(module: nn.MultiheadAttention, calls: int) -> str:
-    """Why the heads of ``module`` cannot be pruned, or ''."""
-    if not module._qkv_same_embed_dim:
-        return "its keys and values have their own widths (kdim/vdim), which head pruning does not handle yet"
-    if module.bias_k is not None or module.add_zero_attn:
-        return "it has bias_k/bias_v or add_zero_attn, which head pruning does not handle yet"
-    if calls != 1:
-        return f"it runs {calls} times in one forward pass; its costs per head would differ per call"
-    return ""
-
-
-def _attention(module: nn.MultiheadAttention, name: str, shape) -> tuple[LayerInfo, ChannelGroup]:
-    """The layer and group of heads of an attention that runs once on ``shape`` (query,
-    key).  Per head: ``head_dim`` rows of each of q, k and v in ``in_proj_weight`` (and
-    ``in_proj_bias``), ``head_dim`` columns of ``out_proj``, and its two products of
-    attention (scores and weighted values)."""
-    query, key = shape
-    embed, heads, head_dim = module.embed_dim, module.num_heads, module.head_dim
-    queries, keys = query.numel() // embed, key.numel() // embed  # positions, batch included
-    batch = 1 if len(query) == 2 else query[0 if module.batch_first else 1]
-    flops = 2 * head_dim * embed * (queries + 2 * keys) + 4 * head_dim * queries * keys // batch \
-        + 2 * queries * head_dim * embed
-    params = 4 * head_dim * embed + (3 * head_dim if module.in_proj_bias is not None else 0)
-    bias = module.out_proj.bias is not None
-    layer = LayerInfo(name, "attention", embed, embed, 1, (1, 1), 0, bias, rows=(keys, keys, queries))
-    return layer, ChannelGroup(name, heads, (name,), params, flops, head_dim)
 
 
 def _layer_info(module, name, shape, in_groups, out_group) -> LayerInfo:
