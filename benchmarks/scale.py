@@ -10,7 +10,7 @@ are wrapped to time each phase of every trial:
 - space: building the space (once per search, shown per trial as its share);
 - compress: turning the candidate into a smaller model (``compress.compress``);
 - recover: BatchNorm recalibration + the distillation fine-tune;
-- score: the proxy accuracy on the validation batches;
+- score: the proxy score (accuracy) on the validation batches;
 - costs: FLOPs/params/size of the compressed model;
 - other: the rest of the trial (the budget check, bookkeeping).
 
@@ -83,7 +83,7 @@ def one(name: str, trials: int, size: int) -> dict:
     evaluation.build_space = timed("space", evaluation.build_space)
     evaluation.compress = timed("compress", evaluation.compress)
     evaluation.recover = timed("recover", evaluation.recover, count_models=True)
-    evaluation.accuracy = timed("score", evaluation.accuracy)
+    evaluation.evaluate = timed("score", evaluation.evaluate)
     evaluation.measure_costs = timed("costs", evaluation.measure_costs)
     evaluate_trial = trials_module.evaluate_trial
 
@@ -97,14 +97,14 @@ def one(name: str, trials: int, size: int) -> dict:
             row = {p: current.get(p, 0.0) for p in PHASES}
             row["other"] = total - sum(row.values())
             row["total"] = total
-            row["purpose"] = args[6] if len(args) > 6 else kwargs.get("purpose", "search")
+            row["purpose"] = args[5] if len(args) > 5 else kwargs.get("purpose", "search")
             per_trial.append(row)
 
     trials_module.evaluate_trial = trial
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         result = search("flops=0.5", model=model, data=(train, val, test), out=out, progress=False,
-                        trials=trials)
+                        trials=trials, final_finetune_steps=20)
     wall = time.perf_counter() - start
     search_rows = [r for r in per_trial if r["purpose"] != "scan"]
     return {

@@ -7,8 +7,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.errors import RecipeError
 from ..core.space import Space
 from .base import Operator
+from .conv1d import linearise
+from .hf_attention import Projections, projections, prune_heads, unit_scores
 
 
 class HeadPrunedAttention(nn.Module):
@@ -120,9 +123,12 @@ def head_scores(attention: nn.MultiheadAttention) -> torch.Tensor:
 
 class HeadPruning(Operator):
     """Keep the ``heads`` strongest heads (``head_scores``) of each attention layer whose
-    settings ask for fewer than it has, replacing its ``nn.MultiheadAttention`` by a
-    ``HeadPrunedAttention`` of the same width.  Layers keeping all heads are untouched.
-    ``ChannelPruning`` runs it for the channel kind's groups of heads."""
+    settings ask for fewer than it has.  An ``nn.MultiheadAttention`` is replaced by a
+    ``HeadPrunedAttention`` of the same width; a Hugging Face attention module
+    (``hf_attention.projections``) keeps its class, its projections lose the dropped heads'
+    rows and its output projection their columns (whole key/value groups in a grouped-query
+    attention).  Layers keeping all heads are untouched.  ``ChannelPruning`` runs it for the
+    channel kind's groups of heads."""
 
     def needed(self, settings, space: Space) -> bool:
         kept = space.group_channels(settings)
@@ -131,8 +137,20 @@ class HeadPruning(Operator):
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping], example_input) -> None:
         kept = space.group_channels(settings)
         for group in space.groups:
-            if group.head_dim and kept[group.name] < group.size:
-                attention = model.get_submodule(group.name)
+            if not (group.head_dim and kept[group.name] < group.size):
+                continue
+            attention = model.get_submodule(group.name)
+            if isinstance(attention, nn.MultiheadAttention):
                 order = torch.argsort(head_scores(attention), descending=True, stable=True)
                 pruned = HeadPrunedAttention.from_multihead(attention, order[: kept[group.name]].tolist())
                 model.set_submodule(group.name, pruned)
+                continue
+            linearise(model)
+            found = projections(attention)
+            if not isinstance(found, Projections):
+                raise RecipeError(f"layer {group.name} is no longer an attention module whose heads can be pruned")
+            output = next(layer.name for layer in space.layers if any(g == group.name for g, _ in layer.in_groups))
+            mqa = found.kv_heads == 1 and found.heads > 1
+            scores = unit_scores(attention, found, model.get_submodule(output), mqa)
+            order = torch.argsort(scores, descending=True, stable=True)
+            prune_heads(model, group.name, found, output, order[: kept[group.name]].tolist())

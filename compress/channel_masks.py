@@ -8,7 +8,6 @@ reshaping the model.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +16,8 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..core.space import Space
+from .channel_graph import channel_graph
+from .channels import dropped_channels
 
 _LAST_DIM = (nn.Linear, nn.LayerNorm)
 
@@ -36,27 +37,26 @@ class ChannelMasks:
 
     Use as a context manager (hooks are attached on entry and removed on exit);
     ``set(group, keep)`` keeps the channels of ``group`` (a group name of ``space``)
-    where the boolean sequence ``keep`` is true; ``clear(group)`` keeps them all again.
+    where the boolean sequence ``keep`` is true (in a group of grouped-convolution blocks,
+    ``ChannelGroup.blocks``, the same positions in every block: those ``ChannelPruning``
+    keeps for the order ``keep`` and the magnitudes give); ``clear(group)`` keeps them all again.
     ``magnitude[group]`` holds the L2 score ``ChannelPruning`` ranks the group's channels
     by.  Attention head groups are not masked.  The model is not changed otherwise.
     """
 
     def __init__(self, model: nn.Module, space: Space, example_input: torch.Tensor):
         self.model = model
-        with warnings.catch_warnings(), torch.enable_grad():  # Torch-Pruning traces with autograd
-            warnings.filterwarnings("ignore", message="Unwrapped parameters")
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
-        importance = tp.importance.MagnitudeImportance(p=2)
         self.sizes = {g.name: g.size for g in space.groups if not g.head_dim}
+        self.blocks = {g.name: g.blocks for g in space.groups if not g.head_dim}
+        graph = channel_graph(model, example_input) if self.sizes else None
+        importance = tp.importance.MagnitudeImportance(p=2)
         self.magnitude: dict[str, np.ndarray] = {}
         self._targets: dict[str, list[tuple[nn.Module, torch.Tensor, torch.Tensor]]] = {}
         self._keep: dict[str, torch.Tensor] = {}
         self._masks: dict[nn.Module, torch.Tensor] = {}
         self._handles: list = []
-        for name, size in self.sizes.items():
-            root = model.get_submodule(name)
-            prune_out = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) else tp.prune_linear_out_channels
-            full = graph.get_pruning_group(root, prune_out, idxs=list(range(size)))
+        for name in self.sizes:
+            full = graph.group(model.get_submodule(name))
             with torch.no_grad():
                 self.magnitude[name] = importance(full).double().numpy()
             targets = []
@@ -86,6 +86,11 @@ class ChannelMasks:
         keep = torch.as_tensor(np.asarray(keep, dtype=bool))
         if keep.shape != (self.sizes[group],) or not keep.any():
             raise ValueError(f"a selection of group {group} needs {self.sizes[group]} entries, at least one true")
+        if self.blocks[group] > 1:  # as ChannelPruning keeps it from the order this selection gives
+            size, count, strength = self.sizes[group], int(keep.sum()), self.magnitude[group]
+            order = sorted(range(size), key=lambda i: (not keep[i], -strength[i], i))
+            keep = torch.ones(size, dtype=torch.bool)
+            keep[dropped_channels(size, count, self.blocks[group], order=order)] = False
         self._keep[group] = keep
         self._rebuild(group)
 

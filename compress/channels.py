@@ -1,8 +1,7 @@
 """Structured channel pruning: removes whole channels, with everything coupled to them."""
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -13,6 +12,9 @@ from ..core.kinds import Kind, is_whole
 from ..core.space import ChannelGroup, Knob, LayerInfo, Space, kept_channels
 from .attention import HeadPruning
 from .base import Operator
+from .channel_graph import channel_graph
+from .conv1d import linearise
+from .tracing import no_cache
 
 CHANNEL_LOW = 0.1
 """The smallest density (kept fraction of a group's channels) a channel knob may ask for."""
@@ -43,31 +45,55 @@ class ChannelPruning(Operator):
 
     def _prune(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping[str, float]],
                kept: Mapping[str, int], todo: list[ChannelGroup], example_input: torch.Tensor) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Unwrapped parameters")
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        linearise(model)  # Hugging Face Conv1D layers as the nn.Linear layers Torch-Pruning knows
+        with no_cache(model):
+            graph = channel_graph(model, example_input)
         importance = tp.importance.MagnitudeImportance(p=2)
         for group in todo:
             root = model.get_submodule(group.name)
-            prune_out = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) else tp.prune_linear_out_channels
             order = settings.get(group.name, {}).get("channel_order")
             if order is not None:
-                keep = set(order[: kept[group.name]])
-                drop = [i for i in range(group.size) if i not in keep]
+                drop = dropped_channels(group.size, kept[group.name], group.blocks, order=order)
             else:
-                full = graph.get_pruning_group(root, prune_out, idxs=list(range(group.size)))
                 with torch.no_grad():
-                    scores = importance(full)
-                drop = torch.argsort(scores, stable=True)[: group.size - kept[group.name]].tolist()
-            graph.get_pruning_group(root, prune_out, idxs=sorted(drop)).prune()
+                    scores = importance(graph.group(root))
+                drop = dropped_channels(group.size, kept[group.name], group.blocks, scores=scores)
+            graph.group(root, drop).prune()
+
+
+def dropped_channels(size: int, count: int, blocks: int = 1, scores: torch.Tensor | None = None,
+                     order: Sequence[int] | None = None) -> list[int]:
+    """The channels (sorted) to remove from a ``size``-channel group to keep ``count``: those
+    not among the first ``count`` of ``order`` (indices, most wanted first), else the
+    weakest by ``scores`` (one per channel).  A group of ``blocks`` equal blocks
+    (``ChannelGroup.blocks``) loses the same positions from every block, keeping
+    ``count // blocks`` of each: the positions most blocks keep by ``order`` (then the one
+    ranked first), or the strongest by ``scores`` summed over the blocks."""
+    if blocks == 1:
+        if order is not None:
+            keep = set(order[:count])
+            return [i for i in range(size) if i not in keep]
+        return sorted(torch.argsort(scores, stable=True)[: size - count].tolist())
+    block = size // blocks
+    if order is not None:
+        rank = dict.fromkeys(range(size), size) | {int(i): r for r, i in enumerate(order)}
+        votes = [sum(rank[b * block + p] < count for b in range(blocks)) for p in range(block)]
+        best = [min(rank[b * block + p] for b in range(blocks)) for p in range(block)]
+        positions = sorted(range(block), key=lambda p: (-votes[p], best[p], p))
+    else:
+        strength = scores.reshape(blocks, block).sum(0)
+        positions = torch.argsort(-strength, stable=True).tolist()
+    kept = set(positions[: max(1, count // blocks)])
+    return [b * block + p for b in range(blocks) for p in range(block) if p not in kept]
 
 
 class ChannelKind(Kind):
     """Channel pruning: one knob per coupled channel group (``ChannelGroup``), its density
     the kept fraction of the group's channels (``kept_channels``: multiples of the space's
-    ``channel_multiple``).  An attention layer's heads are a group too (with a
-    ``head_dim``), kept one by one.  Fields: every layer's ``out_channels``, an attention
-    layer's ``heads`` and a group root's ``channel_order`` (indices, most wanted first).
+    ``channel_multiple``, and of a group's ``blocks`` where grouped convolutions read it).
+    An attention layer's heads are a group too (with a ``head_dim``), kept one by one.
+    Fields: every layer's ``out_channels``, an attention layer's ``heads`` and a group
+    root's ``channel_order`` (indices, most wanted first).
     The shapes it gives are the space's own (``Space.group_channels``, ``Space.shapes``),
     so it changes no op itself."""
 
@@ -81,13 +107,15 @@ class ChannelKind(Kind):
 
     def resolve(self, space: Space, candidate, settings) -> None:
         kept = {g.name: kept_channels(g.size, candidate.get(f"{g.name}/{self.name}", 1.0),
-                                      1 if g.head_dim else space.channel_multiple)
+                                      1 if g.head_dim else space.channel_multiple, g.blocks)
                 for g in space.groups}
+        per_channel = {g.name: g.heads_per_channel for g in space.groups}
         for layer in space.layers:
             entry = settings[layer.name]
-            entry["out_channels"] = kept[layer.out_group] if layer.out_group else layer.out_channels
+            entry["out_channels"] = kept[layer.out_group] * layer.out_per_channel if layer.out_group \
+                else layer.out_channels
             if layer.kind == "attention":
-                entry["heads"] = kept[layer.name]
+                entry["heads"] = kept[layer.name] * per_channel[layer.name]
 
     def validate_field(self, layer: str, field: str, value) -> None:
         if field in ("out_channels", "heads") and not is_whole(value):
@@ -100,11 +128,14 @@ class ChannelKind(Kind):
 
     def check(self, space: Space, layer: LayerInfo, settings, shape: tuple[int, int]) -> None:
         if layer.kind == "attention":
+            weights = ("sparsity", "pattern", "bits") if layer.projections else ()
             for key, value in settings.items():
-                if key not in ("heads", "out_channels", "sparsity") or (
-                        key == "out_channels" and value != layer.out_channels) or (key == "sparsity" and value != 0):
-                    raise RecipeError(f"attention layer {layer.name} cannot take {key}={value!r}; "
-                                      "only its heads are pruned")
+                if key not in ("heads", "out_channels", "sparsity", *weights) or (
+                        key == "out_channels" and value != layer.out_channels) or (
+                        key == "sparsity" and value != 0 and not weights):
+                    raise RecipeError(f"attention layer {layer.name} cannot take {key}={value!r}; only its heads"
+                                      + (", and its projections' sparsity and bits," if weights else "")
+                                      + " are compressed")
         elif settings.get("heads") is not None:
             raise RecipeError(f"layer {layer.name} has a heads setting but is not an attention layer")
         order = settings.get("channel_order")

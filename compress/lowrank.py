@@ -19,6 +19,7 @@ from ..core.patterns import (
 )
 from ..core.space import ChannelGroup, Knob, LayerInfo, Space
 from .base import Operator
+from .conv1d import as_linear, is_conv1d, linearise
 
 RANK_LOW = 0.1
 """The smallest density (fraction of the break-even rank) a rank knob may ask for."""
@@ -41,6 +42,7 @@ class LowRank(Operator):
         return any(s.get("rank") for s in settings.values())
 
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping], example_input) -> None:
+        linearise(model)
         for name, s in settings.items():
             if s.get("rank"):
                 layer = model.get_submodule(name)
@@ -48,7 +50,9 @@ class LowRank(Operator):
 
 
 def factorise(layer: nn.Module, rank: int, decomposition: str) -> nn.Sequential:
-    """The factor chain of ``layer`` at ``rank``."""
+    """The factor chain of ``layer`` at ``rank`` (a Hugging Face ``Conv1D`` as the Linear it is)."""
+    if is_conv1d(layer):
+        layer = as_linear(layer)
     weight = layer.weight.detach()
     bias = layer.bias.detach() if layer.bias is not None else None
     with torch.no_grad():
@@ -117,7 +121,9 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 class RankKind(Kind):
-    """Low-rank factorisation: one knob per Conv2d or Linear layer some rank of which
+    """Low-rank factorisation: one knob per Conv2d or Linear layer (Hugging Face ``Conv1D``
+    too; not ``nn.MultiheadAttention``'s projections, which it multiplies as whole
+    matrices inside its kernel, so a factor chain cannot stand in for them) some rank of which
     saves FLOPs (not grouped, not dilated), its density the fraction of the break-even
     rank to keep (``patterns.rank_for``), its option the decomposition: "svd" for Linear
     and 1x1 layers, ``build_space``'s ``conv_decomposition`` ("tucker2" or "spatial")

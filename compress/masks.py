@@ -13,6 +13,7 @@ from ..core.ops import Op
 from ..core.patterns import parse_pattern, pattern_sparsity, zeroed_weights
 from ..core.space import ChannelGroup, Knob, LayerInfo, Space
 from .base import Operator
+from .conv1d import linearise
 
 SPARSITY_LOW_DENSITY = 0.05
 """The smallest density (kept fraction of a weight) a sparsity knob may ask for."""
@@ -72,18 +73,41 @@ class MagnitudeSparsity(Operator):
         return any(s.get("sparsity", 0.0) > 0 and not s.get("rank") for s in settings.values())
 
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping], example_input) -> None:
+        linearise(model)  # Hugging Face Conv1D layers as nn.Linear: masks are chosen per output row
         for name, s in settings.items():
             sparsity = float(s.get("sparsity", 0.0))
             if sparsity <= 0 or s.get("rank"):
                 continue
             module = model.get_submodule(name)
             pattern = str(s.get("pattern", "unstructured"))
+            if space.layer(name).kind == "attention":
+                _mask_projections(module, space.layer(name), sparsity, pattern)
+                continue
             mask = magnitude_mask(module.weight, sparsity, pattern)
             parametrize.register_parametrization(module, "weight", WeightMask(mask, pattern))
 
 
+def _mask_projections(attention: nn.Module, layer: LayerInfo, sparsity: float, pattern: str) -> None:
+    """Mask the projections of an ``nn.MultiheadAttention`` (or ``HeadPrunedAttention``) as
+    ``Space.cost`` counts them: ``in_proj_weight`` as one matrix for self-attention, its query
+    rows and its key/value rows apart otherwise, and ``out_proj.weight``."""
+    weight = attention.in_proj_weight
+    key_rows, _, query_rows = layer.rows
+    if key_rows == query_rows:
+        mask = magnitude_mask(weight, sparsity, pattern)
+    else:
+        width = weight.shape[0] // 3
+        mask = torch.cat([magnitude_mask(weight[:width], sparsity, pattern),
+                          magnitude_mask(weight[width:], sparsity, pattern)])
+    parametrize.register_parametrization(attention, "in_proj_weight", WeightMask(mask, pattern))
+    out = attention.out_proj
+    parametrize.register_parametrization(out, "weight", WeightMask(magnitude_mask(out.weight, sparsity, pattern),
+                                                                   pattern))
+
+
 class SparsityKind(Kind):
-    """Weight sparsity: one knob per Conv2d or Linear layer, its density the kept fraction
+    """Weight sparsity: one knob per Conv2d or Linear layer (Hugging Face ``Conv1D`` too)
+    and per ``nn.MultiheadAttention`` (for both its projections), its density the kept fraction
     of the weight, in the space's pattern (``build_space``'s ``sparsity_pattern``: the
     knob's option; N:M knobs only where a row holds at least M weights, and their density
     is fixed at N/M).  Fields: ``sparsity`` (every layer's, 0.0 where dense) and
@@ -100,7 +124,7 @@ class SparsityKind(Kind):
         kind, (_, m) = parse_pattern(sparsity_pattern)
         knobs = []
         for layer in layers:
-            if layer.kind == "attention":
+            if layer.kind == "attention" and not layer.projections:
                 continue
             cols = layer.in_channels // layer.groups * layer.kernel[0] * layer.kernel[1]
             if kind == "unstructured":
@@ -134,8 +158,8 @@ class SparsityKind(Kind):
                 raise RecipeError(f"layer {layer!r}: {exc}") from None
 
     def ops(self, layer: LayerInfo, settings, ops: list[Op]) -> list[Op]:
-        if layer.kind == "attention" or ("sparsity" not in settings and "pattern" not in settings):
+        if "sparsity" not in settings and "pattern" not in settings:
             return ops
         sparsity, pattern = float(settings.get("sparsity", 0.0)), str(settings.get("pattern", "unstructured"))
-        return [op if (op.sparsity, op.pattern) == (sparsity, pattern)
+        return [op if (op.sparsity, op.pattern) == (sparsity, pattern) or op.kind == "attention"
                 else op.evolve(sparsity=sparsity, pattern=pattern) for op in ops]

@@ -13,6 +13,7 @@ from ..core.ops import Op
 from ..core.patterns import BITS, bits_for
 from ..core.space import ChannelGroup, Knob, LayerInfo, Space
 from .base import Operator
+from .conv1d import linearise
 
 BITS_LOW = 2 / 32
 """The smallest density (bit-width / 32) a bits knob may ask for: ternary."""
@@ -58,6 +59,7 @@ class BitWidth(Operator):
         return any(int(s.get("bits", 32)) < 32 for s in settings.values())
 
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping], example_input) -> None:
+        linearise(model)  # Hugging Face Conv1D layers as nn.Linear: scales are per output row
         for name, s in settings.items():
             bits = int(s.get("bits", 32))
             if bits >= 32:
@@ -66,10 +68,13 @@ class BitWidth(Operator):
             targets = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
             for target in targets:
                 parametrize.register_parametrization(target, "weight", FakeQuantize(bits))
+            if isinstance(getattr(module, "in_proj_weight", None), torch.Tensor):  # nn.MultiheadAttention's
+                parametrize.register_parametrization(module, "in_proj_weight", FakeQuantize(bits))
 
 
 class BitsKind(Kind):
-    """Weight bit-width: one knob per Conv2d or Linear layer, its density bit-width / 32,
+    """Weight bit-width: one knob per Conv2d or Linear layer (Hugging Face ``Conv1D`` too)
+    and per ``nn.MultiheadAttention`` (for both its projections), its density bit-width / 32,
     resolved down to an allowed width (``patterns.bits_for``: 2 (ternary), 4, 8, 16, 32).
     Field: ``bits`` (left out at 32).  Every op of the layer (each factor of a factorised
     one) stores its weights at that width."""
@@ -80,7 +85,8 @@ class BitsKind(Kind):
     operator = BitWidth()
 
     def knobs(self, layers: list[LayerInfo], groups: list[ChannelGroup], **options) -> list[Knob]:
-        return [Knob(self.name, layer.name, BITS_LOW) for layer in layers if layer.kind != "attention"]
+        return [Knob(self.name, layer.name, BITS_LOW) for layer in layers
+                if layer.kind != "attention" or layer.projections]
 
     def resolve(self, space: Space, candidate, settings) -> None:
         for layer in space.layers:
@@ -94,6 +100,6 @@ class BitsKind(Kind):
 
     def ops(self, layer: LayerInfo, settings, ops: list[Op]) -> list[Op]:
         bits = int(settings.get("bits", 32))
-        if layer.kind == "attention" or bits == 32:
+        if bits == 32:
             return ops
-        return [op.evolve(bits=bits) for op in ops]
+        return [op if op.kind == "attention" else op.evolve(bits=bits) for op in ops]

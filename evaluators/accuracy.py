@@ -1,30 +1,48 @@
-"""Proxy accuracy: BatchNorm recalibration, a short distillation fine-tune, top-1 accuracy."""
+"""Proxy quality: BatchNorm recalibration, a short distillation fine-tune, and a metric
+(top-1 accuracy by default) over a model's batches.
+
+Batches are whatever ``batches.split`` reads (``(x, y)`` pairs or Hugging Face dicts), the
+model's output whatever ``batches.logits`` reads.  Each function runs on ``runtime.device``
+(the model must be there already; batches are moved here) and defaults to the CPU.
+"""
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+from . import batches as _batches
+from .device import CPU, Runtime
+from .metrics import Accuracy, Metric, get_metric
+
+Batches = Iterable[Any]
 
 
-def accuracy(model: nn.Module, batches: Batches) -> float:
-    """Top-1 accuracy in percent over all batches."""
+def evaluate(model: nn.Module, batches: Batches, metric: str | Metric | None = None,
+             runtime: Runtime = CPU) -> float:
+    """The value of ``metric`` (default top-1 accuracy in percent) over all batches, in
+    eval mode and fp32.  ValueError when the batches hold no sample; ModelError for an
+    output the metric cannot read (``batches.logits``)."""
+    metric = get_metric(metric)
+    metric.reset()
     model.eval()
-    correct = total = 0
     with torch.no_grad():
-        for x, y in batches:
-            correct += int((model(x).argmax(dim=1) == y).sum())
-            total += int(y.numel())
-    if total == 0:
-        raise ValueError("the evaluation data yielded no samples")
-    return 100.0 * correct / total
+        for batch in batches:
+            inputs, target = runtime.batch(_batches.split(batch))
+            metric.update(_batches.call(model, inputs), target)
+    return metric.result()
 
 
-def recalibrate_batchnorm(model: nn.Module, batches: Batches, steps: int) -> None:
+def accuracy(model: nn.Module, batches: Batches, runtime: Runtime = CPU) -> float:
+    """Top-1 accuracy in percent over all batches."""
+    return evaluate(model, batches, Accuracy(), runtime)
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Batches, steps: int, runtime: Runtime = CPU) -> None:
     """Re-estimate BatchNorm running statistics on up to ``steps`` training batches
     (the adaptive-BN proxy of EagleEye); other layers stay in eval mode."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -38,41 +56,55 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, steps: int) -> Non
         bn.momentum = None  # cumulative average over the calibration batches
         bn.train()
     with torch.no_grad():
-        for x, _ in itertools.islice(_cycle(batches), steps):
-            model(x)
+        for batch in itertools.islice(_cycle(batches), steps):
+            inputs, _ = _batches.split(batch)
+            _batches.call(model, runtime.batch(inputs))
     for bn, momentum in zip(norms, saved):
         bn.momentum = momentum
     model.eval()
 
 
 def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int,
-            lr: float = 1e-3, temperature: float = 4.0, seed: int = 0) -> None:
+            lr: float = 1e-3, temperature: float = 4.0, seed: int = 0, runtime: Runtime = CPU,
+            metric: str | Metric | None = None) -> None:
     """Fine-tune ``student`` for ``steps`` batches with knowledge distillation from
-    ``teacher``: loss = CE + T^2 * KL(student_T || teacher_T).  Deterministic for a seed.
+    ``teacher``: loss = task loss + T^2 * KL(student_T || teacher_T), the task loss being
+    the metric's (``Metric.loss``: cross entropy; shifted next-token cross entropy for
+    perplexity) and the KL term taken over the last dimension of the logits (per token
+    for language models).  Runs at ``runtime.precision`` (autocast; fp16 with a gradient
+    scaler).  Deterministic for a seed on the CPU.
 
     Weight constraints attached as parametrizations (masks, fake quantisation) hold
-    throughout: only the underlying weights are trained.
+    throughout: only the underlying weights are trained.  FloatingPointError when the
+    loss stops being finite.
     """
     if steps <= 0:
         return
+    metric = get_metric(metric)
     torch.manual_seed(seed)
     teacher.eval()
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    for x, y in itertools.islice(_cycle(batches), steps):
-        with torch.no_grad():
-            soft_teacher = F.log_softmax(teacher(x) / temperature, dim=1)
-        logits = student(x)
-        loss = F.cross_entropy(logits, y) + temperature**2 * F.kl_div(
-            F.log_softmax(logits / temperature, dim=1), soft_teacher, reduction="batchmean", log_target=True
-        )
+    scaler = runtime.scaler()
+    for batch in itertools.islice(_cycle(batches), steps):
+        inputs, target = runtime.batch(_batches.split(batch))
+        with runtime.autocast():
+            with torch.no_grad():
+                soft_teacher = _batches.logits(_batches.call(teacher, inputs)).float()
+            logits = _batches.logits(_batches.call(student, inputs)).float()
+        soft_teacher = F.log_softmax(soft_teacher.flatten(0, -2) / temperature, dim=-1)
+        loss = temperature**2 * F.kl_div(F.log_softmax(logits.flatten(0, -2) / temperature, dim=-1), soft_teacher,
+                                         reduction="batchmean", log_target=True)
+        if target is not None:
+            loss = loss + metric.loss(logits, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"fine-tune loss became {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         schedule.step()
     student.eval()
 

@@ -35,22 +35,25 @@ def count_flops(model: nn.Module, example_input: batches.Inputs) -> int:
 
 
 def _weights(model: nn.Module):
-    """(rows, cols, stored entries, bits, pattern, parameter) of every Conv/Linear weight."""
+    """(rows, cols, stored entries, bits, pattern, parameter) of every Conv/Linear weight
+    and every ``in_proj_weight`` (``nn.MultiheadAttention``'s) with constraints attached."""
     for module in model.modules():
-        if not isinstance(module, _WEIGHTED):
-            continue
-        bits, pattern = 32, "unstructured"
-        if parametrize.is_parametrized(module, "weight"):
-            param = module.parametrizations.weight.original
-            stored = param.numel()  # quantisation may round entries to zero; they are still stored
-            for p in module.parametrizations.weight:
-                if hasattr(p, "mask"):
-                    stored, pattern = int(p.mask.count_nonzero()), p.pattern
-                bits = getattr(p, "bits", bits)
-        else:
-            param = module.weight
-            stored = int(torch.count_nonzero(param))
-        yield module.weight.shape[0], param.numel() // param.shape[0], stored, bits, pattern, param
+        names = ["weight"] if isinstance(module, _WEIGHTED) else []
+        if parametrize.is_parametrized(module, "in_proj_weight"):
+            names.append("in_proj_weight")
+        for name in names:
+            bits, pattern = 32, "unstructured"
+            if parametrize.is_parametrized(module, name):
+                param = module.parametrizations[name].original
+                stored = param.numel()  # quantisation may round entries to zero; they are still stored
+                for p in module.parametrizations[name]:
+                    if hasattr(p, "mask"):
+                        stored, pattern = int(p.mask.count_nonzero()), p.pattern
+                    bits = getattr(p, "bits", bits)
+            else:
+                param = getattr(module, name)
+                stored = int(torch.count_nonzero(param))
+            yield param.shape[0], param.numel() // param.shape[0], stored, bits, pattern, param
 
 
 def count_params(model: nn.Module) -> int:

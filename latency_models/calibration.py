@@ -13,6 +13,7 @@ from ..core.ops import space_ops
 from ..core.projection import project
 from ..core.space import Space
 from ..core.workload import Workload
+from ..evaluators import batches
 from .calibrated import CalibratedLatency
 from .measured import measure_cpu_latency
 
@@ -26,7 +27,7 @@ def calibrate_latency(workload: Workload, space: Space, budget: Budget, given: C
     Targets in ``given`` (whose model the user gave) are left as they are.  Returns the
     space with the calibrated models."""
     models = dict(space.latency_models)
-    x = workload.example_input.expand(space.latency_batch, *workload.example_input.shape[1:]).contiguous()
+    x = batches.expand(workload.example_input, space.latency_batch)
 
     def measure(candidate) -> float:
         model = shipped(bake(compress(workload.model, space, space.resolve(candidate), x)))

@@ -21,12 +21,14 @@ import torch
 import torch.nn as nn
 
 from ..core.ops import Op
+from ..evaluators import batches
 from .base import LatencyModel
 
 
-def run_times(model: nn.Module, example_input: torch.Tensor, repeats: int, warmup: int,
+def run_times(model: nn.Module, example_input: batches.Inputs, repeats: int, warmup: int,
               threads: int | None = None, cuda: bool = False) -> list[float]:
-    """Seconds of each of ``repeats`` runs of ``model(example_input)`` after ``warmup``
+    """Seconds of each of ``repeats`` runs of the model on ``example_input`` (a tensor, a
+    tuple or a dict: ``batches.call``) after ``warmup``
     runs, under inference mode, with torch's intra-op threads fixed at ``threads`` for
     the measurement (restored after); ``cuda`` synchronises around every run."""
     previous = torch.get_num_threads()
@@ -36,12 +38,12 @@ def run_times(model: nn.Module, example_input: torch.Tensor, repeats: int, warmu
         times = []
         with torch.inference_mode():
             for _ in range(warmup):
-                model(example_input)
+                batches.call(model, example_input)
             for _ in range(repeats):
                 if cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                model(example_input)
+                batches.call(model, example_input)
                 if cuda:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
@@ -50,9 +52,10 @@ def run_times(model: nn.Module, example_input: torch.Tensor, repeats: int, warmu
         torch.set_num_threads(previous)
 
 
-def measure_cpu_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 50,
+def measure_cpu_latency(model: nn.Module, example_input: batches.Inputs, repeats: int = 50,
                         warmup: int = 10, threads: int | None = None) -> float:
-    """Median latency in milliseconds of ``model(example_input)`` after ``warmup`` runs.
+    """Median latency in milliseconds of the model on ``example_input`` after ``warmup``
+    runs, on the CPU (model and input are expected there).
 
     ``threads`` fixes torch's intra-op thread count for the measurement (restored after).
     """
@@ -192,7 +195,7 @@ class MeasuredLatency(LatencyModel):
                 "cache": str(self.cache_path)}
 
 
-def measure_pair(base: nn.Module, compressed: nn.Module, example_input: torch.Tensor,
+def measure_pair(base: nn.Module, compressed: nn.Module, example_input: batches.Inputs,
                  rounds: int = 3) -> tuple[float, float]:
     """CPU latency (ms, median) of two models at the example's batch size, timed in
     alternating rounds so machine noise hits both alike."""

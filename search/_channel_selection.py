@@ -19,6 +19,7 @@ import torch.nn as nn
 from ..compress.channel_masks import ChannelMasks
 from ..core.space import Space
 from ..core.workload import Workload
+from ..evaluators import accuracy, batches
 from ._ga import GASettings, evolve
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class ChannelSelection:
     def __init__(self, workload: Workload, space: Space, ga: GASettings, rerank: int = 3,
                  batch_size: int = 64, minival_batches: int = 1):
         self.model, self.space, self.ga, self.rerank = workload.model.eval(), space, ga, rerank
-        self.batch = next(iter(workload.train))[0][:batch_size]
+        self.batch = batches.first(batches.split(next(iter(workload.train)))[0], batch_size)
         self.minival = list(itertools.islice(workload.val, minival_batches))
         self.masks = ChannelMasks(self.model, space, workload.example_input)
 
@@ -98,7 +99,7 @@ class ChannelSelection:
         """Outputs of the named layers (the model's output for the name ``""``) on the
         reconstruction batch, as the current masks leave them."""
         if not names:
-            return {"": self.model(self.batch)}
+            return {"": batches.logits(batches.call(self.model, self.batch))}
         captured: dict[str, torch.Tensor] = {}
 
         def capture(name: str):
@@ -111,7 +112,7 @@ class ChannelSelection:
 
         handles = [self.model.get_submodule(n).register_forward_hook(capture(n)) for n in names]
         try:
-            self.model(self.batch)
+            batches.call(self.model, self.batch)
         except _Captured:
             pass
         finally:
@@ -132,8 +133,4 @@ class ChannelSelection:
         return total / len(names)
 
     def _accuracy(self) -> float:
-        correct = total = 0
-        for x, y in self.minival:
-            correct += int((self.model(x).argmax(dim=1) == y).sum())
-            total += int(y.numel())
-        return 100.0 * correct / max(total, 1)
+        return accuracy(self.model, self.minival) if self.minival else 0.0

@@ -1,20 +1,52 @@
 """Attention in a space: the heads of each attention module as a channel group, and the
-layer that carries its costs.  Used by ``builder.build_space``."""
+layer that carries its costs.  Used by ``builder.build_space``.
+
+- ``nn.MultiheadAttention``: one attention layer holding its projections (their weights
+  take the layer's sparsity and bits), its heads a group whose per-head costs are its
+  projections' rows and columns and its products of attention.
+- Hugging Face attention (``compress.hf_attention.projections``: query/key/value
+  projections and a head size, however the class is named): its projections stay Linear
+  layers of their own, with every knob a Linear has; the query/key/value ones have their
+  outputs pruned by the group of heads (``LayerInfo.out_per_channel`` features per head),
+  the output projection its inputs; the attention layer carries the products of attention
+  only.  In a grouped-query attention a channel is a key/value head with its query heads
+  (``ChannelGroup.heads_per_channel``); where all query heads share one key/value head, a
+  channel is a query head.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch.nn as nn
 
+from ..compress.hf_attention import Projections, output_projection, projections
 from ..core.space import ChannelGroup, LayerInfo
+
+_QKV_NAMES = ("q_proj", "k_proj", "v_proj", "query", "key", "value", "c_attn", "q_attn")
+
+
+@dataclass
+class HFAttention:
+    """What the builder needs of the Hugging Face attention modules of a model: ``layers``
+    (attention layer to insert after the module that runs last among its projections),
+    ``groups`` (of heads), ``out_groups`` and ``in_groups`` (projection -> (group,
+    features per channel)), and ``projections``: every query/key/value projection of an
+    attention module, supported or not, whose coupled channels are heads, not channels."""
+
+    layers: dict[nn.Module, LayerInfo] = field(default_factory=dict)
+    groups: list[ChannelGroup] = field(default_factory=list)
+    out_groups: dict[nn.Module, tuple[str, int]] = field(default_factory=dict)
+    in_groups: dict[nn.Module, tuple[str, int]] = field(default_factory=dict)
+    projections: set[nn.Module] = field(default_factory=set)
 
 
 def attention_layers(model: nn.Module, order: list[nn.Module], shapes: dict, calls: dict[nn.Module, int],
                      names: dict[nn.Module, str], excluded: dict[str, str],
                      warn: Callable[..., None]) -> dict[nn.Module, tuple[LayerInfo, ChannelGroup]]:
-    """The (layer, group of heads) of every attention module that runs, by module; what is
-    left out goes into ``excluded`` (name -> reason) and is warned about with ``warn(model,
-    name, reason)``."""
+    """The (layer, group of heads) of every ``nn.MultiheadAttention`` that runs, by module;
+    what is left out goes into ``excluded`` (name -> reason) and is warned about with
+    ``warn(model, name, reason)``."""
     attention: dict[nn.Module, tuple[LayerInfo, ChannelGroup]] = {}
     for module in order:
         if isinstance(module, nn.MultiheadAttention):
@@ -24,11 +56,11 @@ def attention_layers(model: nn.Module, order: list[nn.Module], shapes: dict, cal
                 reason = f"the heads of attention {name} are not pruned: {reason}"
             else:
                 attention[module] = _attention(module, name, shapes[module])
-                reason = (f"searched by the heads of attention {name} only: sparsity, rank and bits do not apply "
-                          "inside nn.MultiheadAttention yet")
-            projections = (f"{name}.in_proj_weight", f"{name}.out_proj")
-            excluded.update(dict.fromkeys(projections, reason))
-            warn(model, " and ".join(projections), reason)
+                reason = (f"compressed with attention {name} (its heads, and the sparsity and bits of both "
+                          "projections); not factorised: nn.MultiheadAttention multiplies them as whole matrices")
+            projections_ = (f"{name}.in_proj_weight", f"{name}.out_proj")
+            excluded.update(dict.fromkeys(projections_, reason))
+            warn(model, " and ".join(projections_), reason)
     return attention
 
 
@@ -60,3 +92,72 @@ def _attention(module: nn.MultiheadAttention, name: str, shape) -> tuple[LayerIn
     return layer, ChannelGroup(name, heads, (name,), params, flops, head_dim)
 
 
+def hf_attention(model: nn.Module, shapes: dict, calls: dict[nn.Module, int], names: dict[nn.Module, str],
+                 excluded: dict[str, str], warn: Callable[..., None]) -> HFAttention:
+    """The Hugging Face attention modules of ``model`` that ran (see the module docstring);
+    one whose heads cannot be pruned goes into ``excluded`` with the reason, warned about."""
+    found = HFAttention()
+    for module in model.modules():
+        structure = projections(module)
+        if structure is None:
+            continue
+        name = names[module]
+        children = dict(module.named_children())
+        if isinstance(structure, str):
+            qkv = [c for n, c in children.items() if n in _QKV_NAMES]
+        else:
+            qkv = list(dict.fromkeys(children[n] for n in (structure.q, structure.k, structure.v)))
+        found.projections.update(qkv)
+        reason = structure if isinstance(structure, str) else _hf_unsupported(model, name, qkv, shapes, calls, names)
+        if reason:
+            if any(m in shapes for m in qkv):
+                excluded[name] = f"the heads of attention {name} are not pruned: {reason}"
+                warn(model, name, excluded[name], "head search")
+            continue
+        output = model.get_submodule(output_projection(model, name))
+        layer, group = _hf_attention(name, structure, shapes[qkv[0]], shapes[qkv[-1] if len(qkv) == 1 else qkv[1]])
+        mqa = structure.kv_heads == 1 and structure.heads > 1
+        d, per = structure.head_dim, 1 if mqa else structure.per_group
+        if structure.fused:
+            found.out_groups[qkv[0]] = (name, 3 * d)
+        else:
+            found.out_groups[qkv[0]] = (name, d * per)
+            if not mqa:
+                found.out_groups.update({m: (name, d) for m in qkv[1:]})
+        found.in_groups[output] = (name, d * per)
+        found.layers[max(qkv, key=lambda m: _position(m, shapes))] = layer
+        found.groups.append(group)
+    return found
+
+
+def _position(module: nn.Module, shapes: dict) -> int:
+    return list(shapes).index(module)
+
+
+def _hf_unsupported(model: nn.Module, name: str, qkv: list[nn.Module], shapes: dict, calls: dict,
+                    names: dict[nn.Module, str]) -> str:
+    """Why the heads of the Hugging Face attention ``name`` cannot be pruned, or ''."""
+    output = output_projection(model, name)
+    if not output:
+        return "it has no output projection named o_proj, out_proj, c_proj or dense, nor an output.dense after it"
+    modules = [*qkv, model.get_submodule(output)]
+    ran = [calls.get(m, 0) for m in modules]
+    if set(ran) != {1}:
+        return f"its projections run {max(ran)} times in one forward pass; its costs per head would differ per call"
+    return ""
+
+
+def _hf_attention(name: str, found: Projections, query_shape, key_shape) -> tuple[LayerInfo, ChannelGroup]:
+    """The layer (attention's two products) and group of heads of a Hugging Face attention
+    whose query and key projections ran on ``query_shape`` and ``key_shape`` (their (input,
+    output) shapes).  Per channel: its query heads' products of attention."""
+    (query, _), (key, _) = query_shape, key_shape
+    queries, keys = query[:-1].numel(), key[:-1].numel()  # positions, batch included
+    batch = query[0] if len(query) >= 3 else 1
+    mqa = found.kv_heads == 1 and found.heads > 1
+    per = 1 if mqa else found.per_group
+    width = found.heads * found.head_dim
+    flops = 4 * found.head_dim * queries * keys // batch * per
+    layer = LayerInfo(name, "attention", width, width, 1, (1, 1), 0, False, rows=(keys, keys, queries),
+                      projections=False)
+    return layer, ChannelGroup(name, found.heads // per, (name,), 0, flops, found.head_dim, per)

@@ -15,10 +15,29 @@ EXIT_USAGE, EXIT_NO_RESULT = 2, 1
 def _model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (the built-in demo when --model is absent)")
     group.add_argument("--model", metavar="PKG.MODULE:ATTR",
-                       help="an nn.Module, or a function returning a trained one")
+                       help="an nn.Module, or a function returning a trained one; hf:DIR for a Hugging Face model "
+                            "saved with save_pretrained (loaded from DIR alone)")
     group.add_argument("--weights", metavar="FILE", help="a state dict for the model (loaded with weights_only=True)")
     group.add_argument("--data", metavar="PKG.MODULE:ATTR",
-                       help="a function returning (train, val[, test]) iterables of (x, y) batches")
+                       help="a function returning (train, val[, test]) iterables of (x, y) batches or of dicts "
+                            "with 'labels' (Hugging Face style)")
+
+
+def _run_options(parser: argparse.ArgumentParser, metric: str) -> None:
+    group = parser.add_argument_group("where models run and how they are scored")
+    group.add_argument("--device", default="auto", metavar="DEVICE",
+                       help="auto (a GPU when torch sees one; default), cpu, cuda or cuda:N: where base metrics, "
+                            "BatchNorm calibration, fine-tunes and scoring run (FLOPs and CPU latency are always "
+                            "measured on the CPU; nothing records the device)")
+    group.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                       help="precision of fine-tunes (autocast; fp16 with a gradient scaler; default bf16 on a GPU "
+                            "that supports it, else fp32); scoring is always fp32")
+    group.add_argument("--metric", metavar="NAME", help=metric)
+
+
+METRIC_HELP = ("accuracy (top-1, default), top5, perplexity (causal language models), neg_loss (minus the mean cross "
+               "entropy) or pkg.module:fn, a function (output, target) -> float averaged over batches (higher is "
+               "better unless fn.higher_is_better = False)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accuracy: the best proxy accuracy within the budget (default); pareto: also save the "
                         "accuracy/cost front to OUT/pareto.yaml (any point exportable with `autocompress export`)")
     s.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
-                   help="proxy accuracy the user gives up at most, for strategies that minimise cost under an "
-                        "accuracy floor (condensa; default 1.0)")
+                   help="proxy accuracy the user gives up at most (in the --metric's own units: points of "
+                        "perplexity for perplexity), for strategies that minimise cost under an accuracy floor "
+                        "(condensa; default 1.0)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--out", default="autocompress-run", metavar="DIR", help="output folder (default autocompress-run)")
     s.add_argument("--calibration-batches", type=int, default=20, metavar="N",
@@ -85,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray cluster to join: auto, or ray://host:10001 (default: start a local Ray)")
     d.add_argument("--workers", type=int, metavar="N", help="Ray trials at once (default: CPUs / --cpus-per-trial)")
     d.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N", help="CPUs per Ray trial (default 1)")
-    d.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N", help="GPUs per Ray trial (default 0)")
+    d.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N",
+                   help="GPUs per Ray trial (default 0); a trial given a GPU runs on it, else on the CPU")
+    _run_options(s, METRIC_HELP + "; the recipe records it")
     _model_options(s)
 
     w = sub.add_parser("worker", help="evaluate trials of a search kept in a shared database",
@@ -97,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--study", default="autocompress", metavar="NAME",
                    help="the search's --study (default autocompress)")
     w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _run_options(w, "the search's --metric, needed again where it is pkg.module:fn (built-ins come from the study)")
     _model_options(w)
 
     a = sub.add_parser("apply", help="replay a recipe on a model and export the compressed model",
@@ -114,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--int8", action="store_true",
                    help="also write a real int8 CPU model (TorchScript, FILE.int8.pt) when every quantised "
                         "layer of the recipe is 8-bit, and report its measured accuracy and latency")
+    _run_options(a, "score with this metric instead of the recipe's (" + METRIC_HELP + "); needed where the recipe "
+                 "was scored with pkg.module:fn")
     _model_options(a)
 
     t = sub.add_parser("latency", help="predicted per-layer latency of a model (or a recipe's model) on a target",
@@ -158,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("folder", metavar="DIR", help="a search's --out folder")
     e.add_argument("--trial", required=True, metavar="N", help="the trial number (the 'trial' of a pareto.yaml point)")
     e.add_argument("--out", metavar="RECIPE", help="where to write the recipe (default DIR/recipe-trial-N.yaml)")
+    _run_options(e, "the search's --metric, needed again where it is pkg.module:fn (built-ins come from the study)")
     _model_options(e)
 
     w = sub.add_parser("show", help="print a recipe readably")
@@ -278,6 +304,14 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
+def _runtime(args):
+    """The Runtime ``--device`` and ``--precision`` name (AutocompressError: exit 2), checked
+    before any model is loaded."""
+    from ..evaluators.device import runtime
+
+    return runtime(args.device, args.precision)
+
+
 def _search(args) -> int:
     from ..core import budget
     from ..core.errors import AutocompressError, BudgetError
@@ -314,6 +348,10 @@ def _search(args) -> int:
         parse_pattern(args.sparsity_pattern)
     except ValueError as exc:
         raise AutocompressError(f"--sparsity-pattern: {exc}") from None
+    _runtime(args)
+    from ..models.workload import load_metric
+
+    metric = load_metric(args.metric)
     workload = load_workload(args.model, args.weights, args.data)
     settings = SearchSettings(
         budget=parsed, trials=args.trials, strategy=args.strategy, seed=args.seed,
@@ -321,7 +359,7 @@ def _search(args) -> int:
         final_finetune_steps=args.final_finetune_steps, knobs=knobs,
         sparsity_pattern=args.sparsity_pattern, conv_decomposition=args.decomposition,
         max_accuracy_drop=args.max_accuracy_drop, objective=args.objective, channel_multiple=args.channel_multiple,
-        latency_batch=args.latency_batch,
+        latency_batch=args.latency_batch, metric=args.metric or "accuracy",
         strategy_options=_options(args.option),
     )
     ray_options = {}
@@ -333,7 +371,8 @@ def _search(args) -> int:
                                 "`autocompress worker --storage URL` processes beside a search with --storage")
     try:
         result = run_search(workload, settings, args.out, progress=not args.no_progress, storage=args.storage,
-                            study_name=args.study, backend=args.backend, **ray_options)
+                            study_name=args.study, backend=args.backend, device=args.device,
+                            precision=args.precision, **ray_options)
     except BudgetError as exc:
         if "no finished trial" in str(exc):
             print(f"autocompress: {exc}", file=sys.stderr)
@@ -341,7 +380,7 @@ def _search(args) -> int:
         raise
     metrics = result.recipe.metrics
     print(f"\nbudget {parsed} on {workload.name}: best of {result.recipe.search['trials']} trials "
-          f"(trial {result.recipe.search['best_trial']}), accuracy on the {workload.test_split} split\n")
+          f"(trial {result.recipe.search['best_trial']}), {metric.name} on the {workload.test_split} split\n")
     print(comparison(metrics["base"], metrics["compressed"]))
     print(f"\nrecipe: {result.recipe_path}")
     try:
@@ -359,8 +398,9 @@ def _worker(args) -> int:
     from ..engine.runner import run_worker
     from ..models.workload import load_workload
 
+    _runtime(args)
     ran = run_worker(load_workload(args.model, args.weights, args.data), args.storage, args.study,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, device=args.device, precision=args.precision, metric=args.metric)
     print(f"worker: {ran} trials run; the study {args.study!r} has the trials its search asked for")
     return 0
 
@@ -379,13 +419,14 @@ def _apply(args) -> int:
     if args.int8 and (not quantised or set(quantised.values()) != {8}):
         odd = next((f"{n} at {b} bits" for n, b in quantised.items() if b != 8), "no quantised layer")
         raise AutocompressError(f"--int8 needs every quantised layer of the recipe at 8 bits; it has {odd}")
+    where = _runtime(args)
     workload = load_workload(args.model, args.weights, args.data)
     if args.finetune is not None:
         print(f"fine-tuning {args.finetune:g} epochs ({finetune_steps_for(workload, args.finetune)} steps) with "
               "distillation from the base model")
     if args.onnx:
         require_onnx()  # before the fine-tune, not after it
-    model, metrics = replay(workload, recipe, args.finetune)
+    model, metrics = replay(workload, recipe, args.finetune, runtime=where, metric=args.metric)
     _, metrics["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
     out = Path(args.out) if args.out else Path(args.recipe).with_name("model.pt2")
     export_model(model, workload.example_input, out)
@@ -400,16 +441,19 @@ def _apply(args) -> int:
         print(f"exported: {onnx_path} (ONNX, input 'input' of any batch size)")
     if args.int8:
         from ..compress.int8 import to_int8
-        from ..evaluators import accuracy
+        from ..engine.settings import recorded_metric
+        from ..evaluators import batches, evaluate
+        from ..models.workload import load_metric
 
+        metric = load_metric(recorded_metric(recipe.metric, args.metric, "the recipe", same=False))
         int8 = to_int8(model, workload.example_input, quantised, workload.train, recipe.recovery["calibration_batches"])
         int8_path = out.with_suffix(".int8.pt")
         int8.save(str(int8_path))
         float_ms, int8_ms = measure_pair(model, int8, workload.example_input)
-        print(f"int8: {int8_path} (load with torch.jit.load); {workload.test_split} accuracy "
-              f"{accuracy(int8, workload.test):.2f}% vs {metrics['accuracy']:.2f}% float; CPU latency at batch "
-              f"{workload.example_input.shape[0]} {int8_ms:.3f} ms vs {float_ms:.3f} ms float "
-              f"({float_ms / int8_ms:.2f}x)")
+        print(f"int8: {int8_path} (load with torch.jit.load); {workload.test_split} {metric.name} "
+              f"{metric.format(evaluate(int8, workload.test, metric))} vs {metric.format(metrics[metric.name])} float "
+              f"(on the CPU); CPU latency at batch {batches.batch_size(workload.example_input)} {int8_ms:.3f} ms vs "
+              f"{float_ms:.3f} ms float ({float_ms / int8_ms:.2f}x)")
     return 0
 
 
@@ -426,9 +470,11 @@ def _export(args) -> int:
     if trial < 0:
         raise AutocompressError(f"--trial {args.trial!r} is not a trial number; use one listed in "
                                 f"{Path(args.folder) / 'pareto.yaml'}, e.g. --trial 3")
+    where = _runtime(args)
     workload = load_workload(args.model, args.weights, args.data)
-    recipe, path, _ = export_trial(workload, args.folder, trial, args.out)
-    print(f"trial {trial} of {args.folder} on {workload.name}, accuracy on the {workload.test_split} split\n")
+    recipe, path, _ = export_trial(workload, args.folder, trial, args.out, where, args.metric)
+    metric = recipe.metric if ":" not in recipe.metric else recipe.metric.rpartition(":")[2]
+    print(f"trial {trial} of {args.folder} on {workload.name}, {metric} on the {workload.test_split} split\n")
     print(comparison(recipe.metrics["base"], recipe.metrics["compressed"]))
     print(f"\nrecipe: {path}")
     print(f"replay: autocompress apply {path}")
@@ -446,6 +492,8 @@ def _show(args) -> int:
     if s:
         print(f"search: {s.get('strategy')}, {s.get('trials')} trials, seed {s.get('seed')}, "
               f"best trial {s.get('best_trial')}")
+    if recipe.metric != "accuracy":
+        print(f"metric: {recipe.metric}")
     print()
     rows = [[name, str(v.get("out_channels", "-")),
              f"{v.get('sparsity', 0.0):.3f}" + (f" {v['pattern']}" if v.get("pattern") else ""),

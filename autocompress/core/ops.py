@@ -104,12 +104,13 @@ def layer_ops(space: Space, settings: Mapping[str, Mapping[str, Any]],
     them already; raises RecipeError as those do."""
     shapes = space.shapes(settings) if shapes is None else shapes
     kept = space.group_channels(settings) if kept is None else kept
-    head_dims = {g.name: g.head_dim for g in space.groups if g.head_dim}
+    heads = {g.name: (g.head_dim, g.heads_per_channel) for g in space.groups if g.head_dim}
     registered = kinds()
     out_ops = []
     for layer in space.layers:
         if layer.kind == "attention":
-            ops = _attention_ops(layer, kept[layer.name], head_dims[layer.name])
+            head_dim, per_channel = heads[layer.name]
+            ops = _attention_ops(layer, kept[layer.name] * per_channel, head_dim)
         else:
             ops = [_layer_op(layer, *shapes[layer.name])]
         s = settings.get(layer.name, {})
@@ -140,11 +141,14 @@ def products(op: Op) -> list[Op]:
 
 
 def _attention_ops(layer, heads: int, head_dim: int) -> list[Op]:
-    """An attention layer's ops with ``heads`` kept: the projections (queries from its
-    ``rows[2]`` positions, keys and values from its ``rows[0]``, one packed GEMM when
-    they are the same), the fused product of attention, the output projection."""
+    """An attention layer's ops with ``heads`` (query heads) kept: the projections (queries
+    from its ``rows[2]`` positions, keys and values from its ``rows[0]``, one packed GEMM
+    when they are the same), the fused product of attention, the output projection; only
+    the product where its projections are layers of their own (``projections`` false)."""
     key_rows, _, query_rows = layer.rows
     embed, width = layer.in_channels, heads * head_dim
+    if not layer.projections:
+        return [Op(f"{layer.name}.attention", "attention", query_rows, key_rows, head_dim, heads, query_rows, width)]
     if key_rows == query_rows:
         ops = [Op(f"{layer.name}.in_proj", "linear", query_rows, 3 * width, embed, 1, query_rows, embed)]
     else:

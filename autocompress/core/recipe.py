@@ -5,10 +5,14 @@ of budget strings), ``layers`` (per qualified module name, the fields of the reg
 compression kinds, ``core.kinds``: ``out_channels``, ``sparsity`` with its ``pattern``,
 ``rank`` with its ``decomposition``, ``bits``, and an attention layer's kept ``heads``;
 each kind validates its own), ``metrics`` (``base`` and ``compressed``, each with at least ``flops``,
-``params``, ``accuracy``), ``search`` (strategy, trials, seed, best_trial...),
+``params`` and the metric's value), ``search`` (strategy, trials, seed, best_trial...),
 ``recovery`` (how weights are recovered after compression: BatchNorm calibration and
-distillation fine-tune settings, replayed by ``apply``) and ``excluded`` (layers left out
-of the space, with the reason).  Loading never imports or executes anything named in it.
+distillation fine-tune settings, replayed by ``apply``), ``excluded`` (layers left out
+of the space, with the reason) and ``metric`` (the quality metric the search scored with
+and ``metrics`` holds under its name: ``accuracy``, ``top5``, ``perplexity``,
+``neg_loss`` or a function's ``pkg.module:fn``; written only when it is not
+``accuracy``, which a recipe without it was scored with).  A recipe never records the
+device it was made on.  Loading never imports or executes anything named in it.
 """
 from __future__ import annotations
 
@@ -38,10 +42,15 @@ class Recipe:
     search: dict[str, Any] = field(default_factory=dict)
     recovery: dict[str, Any] = field(default_factory=lambda: dict(RECOVERY_DEFAULTS))
     excluded: dict[str, str] = field(default_factory=dict)
+    metric: str = "accuracy"
     schema: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe's fields, ``schema`` first; ``metric`` only when it is not
+        ``accuracy`` (what a recipe without it means), so accuracy recipes read as before."""
         data = asdict(self)
+        if data["metric"] == "accuracy":
+            del data["metric"]
         return {"schema": data.pop("schema"), **data}
 
     def to_yaml(self) -> str:
@@ -87,7 +96,7 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
     schema = data.get("schema")
     if schema != SCHEMA:
         raise _fail(source, f"has schema {schema!r}; this autocompress reads schema {SCHEMA}")
-    known = {"schema", "model", "budget", "layers", "metrics", "search", "recovery", "excluded"}
+    known = {"schema", "model", "budget", "layers", "metrics", "search", "recovery", "excluded", "metric"}
     unknown = sorted(set(map(str, data)) - known)
     if unknown:
         raise _fail(source, f"has unknown field {unknown[0]!r}; allowed fields are {', '.join(sorted(known))}")
@@ -149,6 +158,10 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
             raise _fail(source, f"recovery.{key} must be a non-negative number, got {value!r}")
         recovery[key] = value
 
+    metric = data.get("metric", "accuracy")
+    if not isinstance(metric, str) or not metric.strip():
+        raise _fail(source, f"field 'metric' must name a metric such as accuracy or perplexity, got {metric!r}")
+
     search = data.get("search", {}) or {}
     excluded = data.get("excluded", {}) or {}
     if not isinstance(search, Mapping) or not isinstance(excluded, Mapping):
@@ -162,4 +175,5 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
         "search": dict(search),
         "recovery": recovery,
         "excluded": {str(k): str(v) for k, v in excluded.items()},
+        "metric": metric,
     }

@@ -43,9 +43,13 @@ def channel_step(size: int, multiple: int) -> int:
     return step
 
 
-def kept_channels(size: int, density: float, multiple: int = 1) -> int:
+def kept_channels(size: int, density: float, multiple: int = 1, blocks: int = 1) -> int:
     """Channels kept out of ``size`` at keep ratio ``density``: a multiple of the group's
-    ``channel_step`` (or all of them), at least one step."""
+    ``channel_step`` (or all of them), at least one step.  A group of ``blocks`` equal
+    blocks (``ChannelGroup.blocks``) keeps as many in each: ``blocks`` times the count kept
+    of one block, whose step makes the total a multiple of ``multiple`` where it can."""
+    if blocks > 1:
+        return blocks * kept_channels(size // blocks, density, multiple // math.gcd(multiple, blocks))
     step, target = channel_step(size, multiple), size * density
     nearest = step * math.floor(target / step + 0.5)
     if density >= 1.0 or size - target <= abs(target - nearest):
@@ -88,8 +92,13 @@ class LayerInfo:
     per sample (empty for Linear), for latency models that run the layer.
 
     ``kind`` "attention" is a multi-head attention layer (``in_channels`` = ``out_channels``
-    = its width): its costs, all proportional to its kept heads, are its group of heads'
-    (``ChannelGroup.head_dim``), which is named after it; it takes only a ``heads`` setting.
+    = its width) named like its group of heads (``ChannelGroup.head_dim``), which carries its
+    per-head costs; it takes a ``heads`` setting.  With ``projections`` (nn.MultiheadAttention)
+    it holds its projections too, whose weights take a ``sparsity`` and ``bits`` (its group
+    counts them dense); without (Hugging Face attention) it runs only attention's two
+    products and its projections are Linear layers of their own: the query/key/value ones
+    name the group as ``out_group`` with ``out_per_channel`` outputs per head, the output
+    projection lists it in ``in_groups``.
     """
 
     name: str
@@ -104,6 +113,8 @@ class LayerInfo:
     in_groups: tuple[tuple[str, int], ...] = ()
     rows: tuple[int, int, int] = (1, 1, 1)
     geometry: tuple[int, ...] = ()
+    out_per_channel: int = 1
+    projections: bool = True
 
     @property
     def depthwise(self) -> bool:
@@ -119,7 +130,12 @@ class ChannelGroup:
     ``flops_per_channel`` the FLOPs outside the layers' own.  A group with a ``head_dim``
     is the heads of the attention layer it is named after: its channels are heads (of
     ``head_dim`` features each), kept one by one, with all their weights and FLOPs counted
-    per channel.
+    per channel.  ``heads_per_channel`` is how many query heads one channel holds: in a
+    grouped-query attention a channel is a key/value head with its query heads (its
+    ``heads`` setting counts query heads, a multiple of it).  ``blocks`` > 1 where grouped
+    convolutions read or write the channels: they are that many equal blocks (the
+    convolutions' groups), pruned alike, the same positions going from every block, so a
+    kept count is a multiple of ``blocks`` and the convolutions keep their groups.
     """
 
     name: str
@@ -128,6 +144,8 @@ class ChannelGroup:
     params_per_channel: int = 0
     flops_per_channel: int = 0
     head_dim: int = 0
+    heads_per_channel: int = 1
+    blocks: int = 1
 
 
 @dataclass(frozen=True)
@@ -205,7 +223,7 @@ class Space:
     def pruned_shape(self, layer: LayerInfo, kept: Mapping[str, int]) -> tuple[int, int]:
         """``(out_channels, in_channels)`` of ``layer`` when its groups keep ``kept`` channels
         (as ``group_channels`` gives them)."""
-        out = kept[layer.out_group] if layer.out_group else layer.out_channels
+        out = kept[layer.out_group] * layer.out_per_channel if layer.out_group else layer.out_channels
         if layer.depthwise:  # one input channel per output channel: they are pruned together
             return out, out
         size = self._group_sizes
@@ -223,10 +241,14 @@ class Space:
         kept = {}
         for g in self.groups:
             if g.head_dim:
-                heads = settings.get(g.name, {}).get("heads", g.size)
-                if not (isinstance(heads, int) and not isinstance(heads, bool) and 1 <= heads <= g.size):
-                    raise RecipeError(f"attention layer {g.name} asks for {heads!r} heads; it has {g.size}")
-                kept[g.name] = heads
+                per, total = g.heads_per_channel, g.size * g.heads_per_channel
+                heads = settings.get(g.name, {}).get("heads", total)
+                if not (isinstance(heads, int) and not isinstance(heads, bool) and 1 <= heads <= total):
+                    raise RecipeError(f"attention layer {g.name} asks for {heads!r} heads; it has {total}")
+                if heads % per:
+                    raise RecipeError(f"attention layer {g.name} asks for {heads} heads; it keeps whole key/value "
+                                      f"groups of {per} query heads, so a multiple of {per}")
+                kept[g.name] = heads // per
                 continue
             counts = {m: settings.get(m, {}).get("out_channels", g.size) for m in g.members}
             first = counts[g.members[0]]
@@ -238,6 +260,9 @@ class Space:
                     )
             if not (isinstance(first, int) and 1 <= first <= g.size):
                 raise RecipeError(f"layer {g.name} asks for {first!r} out_channels; it has {g.size}")
+            if first % g.blocks:
+                raise RecipeError(f"layer {g.name} asks for {first} out_channels; grouped convolutions keep as many "
+                                  f"in each of their {g.blocks} groups, so a multiple of {g.blocks}")
             kept[g.name] = first
         for layer in self.layers:
             if layer.out_group is None:
@@ -280,7 +305,13 @@ class Space:
         size_bits = 0
         per_layer = layer_ops(self, settings, shapes, kept)
         for layer, ops in per_layer:
-            if layer.kind == "attention":  # costed per head, with its group
+            if layer.kind == "attention":  # costed per head, with its group, its stored weights excepted
+                for op in ops:
+                    if op.kind != "attention" and (op.sparsity or op.bits != 32):
+                        rows, cols = op.n * op.groups, op.k
+                        nnz = rows * cols - zeroed_weights(rows, cols, op.sparsity, op.pattern)
+                        params -= rows * cols - nnz
+                        size_bits += weight_bits(rows, cols, nnz, op.bits, op.pattern) - 32 * rows * cols
                 continue
             for op in ops:
                 rows, cols = op.n * op.groups, op.k

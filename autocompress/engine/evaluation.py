@@ -1,5 +1,9 @@
 """Evaluating one trial: the space a search turns, the base model's metrics, the budget's
-limits, recovery (BatchNorm recalibration and distillation) and the proxy score."""
+limits, recovery (BatchNorm recalibration and distillation) and the proxy score.
+
+Recovery and scoring run on a ``Runtime``'s device (a candidate is compressed on the CPU,
+moved there, and moved back to count its costs); the teacher is the base model, or its
+copy on the device."""
 from __future__ import annotations
 
 import math
@@ -14,7 +18,9 @@ from ..core.budget import Budget
 from ..core.space import Space
 from ..core.trial import SCAN, SEARCH
 from ..core.workload import Workload
-from ..evaluators import accuracy, distill, measure_costs, recalibrate_batchnorm
+from ..evaluators import distill, evaluate, measure_costs, recalibrate_batchnorm
+from ..evaluators.device import CPU, Runtime
+from ..evaluators.metrics import Metric, get_metric
 from ..latency_models import LatencyModel, get_latency_model
 from ..latency_models.registry import model_from_dict
 from ..spaces import build_space
@@ -59,9 +65,15 @@ def predicted_latency(space: Space, layers: Mapping[str, Any]) -> dict[str, floa
     return {k: v for k, v in space.cost(layers).items() if k.startswith("latency@")} if space.latency_models else {}
 
 
-def base_metrics(workload: Workload) -> dict[str, float]:
+def base_metrics(workload: Workload, metric: Metric | None = None, runtime: Runtime = CPU,
+                 teacher: nn.Module | None = None) -> dict[str, float]:
+    """The base model's costs (counted on the CPU) and its value of ``metric`` (default:
+    accuracy) on the test split under the metric's name (run on ``runtime``'s device:
+    ``teacher`` is the base model there).  ModelError for an output the metric cannot read."""
+    metric = get_metric(metric)
     metrics = measure_costs(workload.model, workload.example_input)
-    metrics["accuracy"] = accuracy(workload.model, workload.test)
+    metrics[metric.name] = evaluate(teacher if teacher is not None else runtime.place(workload.model), workload.test,
+                                    metric, runtime)
     return metrics
 
 
@@ -71,23 +83,33 @@ def limits_for(budget: Budget, base: dict[str, float]) -> dict[str, float]:
     return {t.cost_name: t.limit(base[t.cost_name]) for t in budget.terms}
 
 
-def recover(model: nn.Module, teacher: nn.Module, workload: Workload, recovery: dict[str, Any]) -> None:
-    """Recalibrate BatchNorm, then fine-tune with distillation from ``teacher``."""
-    recalibrate_batchnorm(model, workload.train, int(recovery["calibration_batches"]))
+def recover(model: nn.Module, teacher: nn.Module, workload: Workload, recovery: dict[str, Any],
+            runtime: Runtime = CPU, metric: Metric | None = None) -> None:
+    """Recalibrate BatchNorm, then fine-tune with distillation from ``teacher`` (the
+    metric's task loss, ``Metric.loss``), on ``runtime`` (both models on its device)."""
+    recalibrate_batchnorm(model, workload.train, int(recovery["calibration_batches"]), runtime)
     distill(model, teacher, workload.train, int(recovery["finetune_steps"]), float(recovery["lr"]),
-            float(recovery["temperature"]), int(recovery["seed"]))
+            float(recovery["temperature"]), int(recovery["seed"]), runtime, metric)
 
 
 def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float], settings: SearchSettings,
                    limits: dict[str, float], purpose: str = SEARCH,
-                   channel_order: dict[str, list[int]] | None = None) -> tuple[float, dict[str, float], bool]:
-    """Proxy accuracy (validation), measured costs and feasibility of one candidate."""
+                   channel_order: dict[str, list[int]] | None = None, runtime: Runtime = CPU,
+                   teacher: nn.Module | None = None) -> tuple[float, dict[str, float], bool]:
+    """The proxy score (the settings' metric on the validation split, as the engine
+    maximises it: ``Metric.score``), measured costs and feasibility of one candidate.
+    Recovery and scoring run on ``runtime`` with ``teacher`` (the base model on its
+    device; placed here when None); costs are counted on the CPU."""
+    metric = settings.make_metric()
     model = compress(workload.model, space, space.resolve(candidate, channel_order), workload.example_input)
-    recover(model, workload.model, workload, settings.recovery(final=False, scan=purpose == SCAN))
-    score = accuracy(model, workload.val)  # with the weight constraints attached, as measured
-    if not math.isfinite(score):
-        raise FloatingPointError("accuracy is not finite")
-    costs = measure_costs(model, workload.example_input)
+    model.to(runtime.device)
+    teacher = teacher if teacher is not None else runtime.place(workload.model)
+    recover(model, teacher, workload, settings.recovery(final=False, scan=purpose == SCAN), runtime, metric)
+    value = evaluate(model, workload.val, metric, runtime)  # with the weight constraints attached, as measured
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{metric.name} is not finite")
+    score = metric.score(value)
+    costs = measure_costs(model.cpu(), workload.example_input)
     costs.update(predicted_latency(space, space.resolve(candidate, channel_order)))
     feasible = all(costs[m] <= limit for m, limit in limits.items())
     return score, costs, feasible

@@ -25,11 +25,12 @@ from ..core.errors import AutocompressError, SearchError
 from ..core.space import Space
 from ..core.trial import TrialRecord, finished
 from ..core.workload import Workload
+from ..evaluators.device import Runtime, is_out_of_memory, runtime
 from .backends import Backend
 from .evaluation import evaluate_trial
 from .settings import SearchSettings
 from .stopping import Stop
-from .trials import Pending, Search, check_failing, next_trial, record, running, show_progress
+from .trials import Pending, Search, check_failing, failure, next_trial, record, running, show_progress
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,31 @@ class Job:
     space: Space
     settings: SearchSettings
     limits: dict[str, float]
+    precision: str | None = None  # --precision as given (None: each worker's device default)
+
+
+def worker_runtime(precision: str | None = None) -> Runtime:
+    """Where a Ray trial runs: the GPU Ray gave it (``ray.get_gpu_ids()``; Ray makes it the
+    only visible one, ``cuda``), else the CPU; at ``precision`` (None: the device's default)."""
+    gpus = ray.get_gpu_ids() if ray is not None and ray.is_initialized() else []
+    return runtime("cuda" if gpus else "cpu", precision)
 
 
 def evaluate_on_worker(config: dict[str, Any], job: Job) -> dict[str, Any]:
-    """The Tune trainable: evaluate one trial in a Ray worker.  A failing candidate
-    returns its error (recorded as a failed trial by the driver), not a Ray error."""
+    """The Tune trainable: evaluate one trial in a Ray worker, on its ``worker_runtime``.
+    A failing candidate (out of GPU memory included) returns its error (recorded as a
+    failed trial by the driver), not a Ray error."""
+    where = None
     try:
+        where = worker_runtime(job.precision)
         score, costs, feasible = evaluate_trial(job.workload, job.space, config["candidate"], job.settings,
-                                                job.limits, config["purpose"], config["channel_order"])
+                                                job.limits, config["purpose"], config["channel_order"], where)
     except Exception as exc:  # the search goes on; the driver records the trial as failed
-        return {"score": math.nan, "error": f"{type(exc).__name__}: {exc}"}
+        error = failure(exc, where) if where is not None else f"{type(exc).__name__}: {exc}"
+        if where is not None and is_out_of_memory(exc):
+            del exc
+            where.release()
+        return {"score": math.nan, "error": error}
     return {"score": score, "costs": costs, "feasible": feasible}
 
 
@@ -126,10 +142,13 @@ def _dirname(trial) -> str:
 
 
 def run_ray_trials(search: Search, stop: Stop, out: Path, address: str | None = None, workers: int | None = None,
-                   cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, bar=None) -> list[TrialRecord]:
+                   cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, bar=None,
+                   precision: str | None = None) -> list[TrialRecord]:
     """Run the search's trials as Ray Tune trials, ``workers`` at a time, on the cluster at
     ``address`` (None: start a local Ray; ``auto``: the one this machine belongs to;
-    ``ray://host:port``: a remote one).  Returns the study's history."""
+    ``ray://host:port``: a remote one), each on the GPU Ray gives it when
+    ``gpus_per_trial`` is above 0, at ``precision`` (``worker_runtime``).  Returns the
+    study's history."""
     require_ray()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from offline machines
@@ -148,7 +167,7 @@ def run_ray_trials(search: Search, stop: Stop, out: Path, address: str | None = 
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise AutocompressError(f"cannot reach the Ray cluster at {address}: {exc}") from None
-    job = Job(search.workload, search.problem.space, search.settings, search.problem.limits)
+    job = Job(search.workload, search.problem.space, search.settings, search.problem.limits, precision)
     trainable = tune.with_resources(tune.with_parameters(evaluate_on_worker, job=job),
                                     {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     searcher = StrategySearcher(search, stop, bar)
@@ -171,14 +190,15 @@ class RayBackend(Backend):
     AutocompressError when Ray Tune is not installed."""
 
     def __init__(self, out: Path, address: str | None = None, workers: int | None = None,
-                 cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0):
+                 cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, precision: str | None = None):
         require_ray()
         self.out, self.address, self.workers = Path(out), address, workers
-        self.cpus_per_trial, self.gpus_per_trial = cpus_per_trial, gpus_per_trial
+        self.cpus_per_trial, self.gpus_per_trial, self.precision = cpus_per_trial, gpus_per_trial, precision
 
     def run(self, search: Search, stop: Stop, bar=None) -> list[TrialRecord]:
         return run_ray_trials(search, stop, self.out, self.address, self.workers, self.cpus_per_trial,
-                              self.gpus_per_trial, bar)
+                              self.gpus_per_trial, bar, self.precision)
 
 
-__all__ = ["RayBackend", "StrategySearcher", "Job", "evaluate_on_worker", "run_ray_trials", "require_ray"]
+__all__ = ["RayBackend", "StrategySearcher", "Job", "evaluate_on_worker", "worker_runtime", "run_ray_trials",
+           "require_ray"]

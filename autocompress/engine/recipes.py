@@ -17,14 +17,16 @@ from ..core.recipe import Recipe
 from ..core.space import Space
 from ..core.trial import COMPLETE, SCAN, TrialRecord, finished
 from ..core.workload import Workload
-from ..evaluators import accuracy, measure_costs
+from ..evaluators import batches, evaluate, measure_costs
+from ..evaluators.device import CPU, Runtime
+from ..evaluators.metrics import Metric
 from ..latency_models.base import LatencyModel
 from ..latency_models.calibration import calibrate_latency
 from ..latency_models.measured import measure_pair
 from ..search import Problem
 from ..spaces import build_space
 from .evaluation import latency_models_for, limits_for, predicted_latency, recover, search_space, with_latency_models
-from .settings import SearchSettings
+from .settings import SearchSettings, recorded_metric
 from .study import Study, study_location
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,15 @@ class SearchResult:
 
 
 def measured_recipe(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
-                    history: list[TrialRecord]) -> tuple[Recipe, nn.Module]:
-    """The recipe of one trial, replayed (final fine-tune) and measured, with its model."""
+                    history: list[TrialRecord], runtime: Runtime = CPU,
+                    teacher: nn.Module | None = None) -> tuple[Recipe, nn.Module]:
+    """The recipe of one trial, replayed (final fine-tune on ``runtime``, distilled from
+    ``teacher``, the base model on its device) and measured, with its model (on the CPU)."""
     recipe = recipe_for(workload, settings, problem, record, finished(history))
-    log.info("fine-tuning the recipe of trial %d (%d steps)", record.number, settings.final_finetune_steps)
-    model, compressed = replay(workload, recipe, latency_models=settings.latency_models)
+    log.info("fine-tuning the recipe of trial %d (%d steps) on %s", record.number, settings.final_finetune_steps,
+             runtime)
+    model, compressed = replay(workload, recipe, latency_models=settings.latency_models, runtime=runtime,
+                               metric=settings.make_metric(), teacher=teacher)
     compressed.update(predicted_latency(problem.space, recipe.layers))  # calibrated, at the search's batch
     base = dict(problem.base)
     base["latency_cpu_ms"], compressed["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
@@ -54,29 +60,47 @@ def measured_recipe(workload: Workload, settings: SearchSettings, problem: Probl
     return recipe, model
 
 
+def input_shape(example_input: batches.Inputs) -> list[int] | list[list[int]] | dict[str, list[int]]:
+    """The per-sample shape of an example input as a recipe records it: ``[3, 32, 32]``
+    for a tensor, one such list per tensor of a tuple, ``{input_ids: [128], ...}`` for
+    keyword inputs."""
+    if isinstance(example_input, dict):
+        return {k: list(v.shape[1:]) for k, v in example_input.items() if hasattr(v, "shape")}
+    if isinstance(example_input, tuple):
+        return [list(t.shape[1:]) for t in batches.tensors(example_input)]
+    return list(example_input.shape[1:])
+
+
 def recipe_for(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
                trials: int) -> Recipe:
-    """The (not yet measured) recipe of one trial."""
+    """The (not yet measured) recipe of one trial.  It records the search's metric
+    (``metric``) and the trial's proxy value of it (``search.best_proxy_<name>``), never
+    the device it ran on."""
+    metric = settings.make_metric()
     return Recipe(
         model={"name": workload.name, "fingerprint": workload.fingerprint,
-               "input_shape": list(workload.example_input.shape[1:])},
+               "input_shape": input_shape(workload.example_input)},
         budget=settings.budget.to_strings(),
         layers=problem.space.resolve(record.candidate, record.channel_order),
         search={
             "strategy": settings.strategy_name, "trials": trials,
-            "seed": settings.seed, "best_trial": record.number, "best_proxy_accuracy": record.score,
+            "seed": settings.seed, "best_trial": record.number,
+            f"best_proxy_{metric.name}": metric.value(record.score),
             "proxy_finetune_steps": settings.finetune_steps, "autocompress": __version__,
         },
         recovery=settings.recovery(final=True),
         excluded=dict(problem.space.excluded),
+        metric=settings.metric_spec,
     )
 
 
-def export_trial(workload: Workload, out: str | Path, trial: int,
-                 path: str | Path | None = None) -> tuple[Recipe, Path, nn.Module]:
+def export_trial(workload: Workload, out: str | Path, trial: int, path: str | Path | None = None,
+                 runtime: Runtime = CPU, metric: str | Metric | None = None) -> tuple[Recipe, Path, nn.Module]:
     """Turn one trial of the search in ``out`` (a point of ``pareto.yaml``, or any complete
     search trial within the budget) into a recipe: replayed with the search's final
-    fine-tune, measured, and saved to ``path`` (default ``out/recipe-trial-N.yaml``).
+    fine-tune on ``runtime``, measured, and saved to ``path`` (default
+    ``out/recipe-trial-N.yaml``).  ``metric`` names the search's metric again where that
+    is a function (``pkg.module:fn``).
 
     Raises StudyError for a folder without a study and for a trial that is unknown,
     failed, a sensitivity scan or over the budget; RecipeError for another model.
@@ -85,6 +109,7 @@ def export_trial(workload: Workload, out: str | Path, trial: int,
     study = Study.open(*study_location(out))
     history = study.history()
     settings = SearchSettings.from_dict(study.config)
+    settings = replace(settings, metric=recorded_metric(settings.metric_spec, metric, f"the search in {out}"))
     fingerprint = study.config.get("model")
     if fingerprint != workload.fingerprint:
         raise RecipeError(f"the search in {out} was made for model fingerprint {fingerprint}, not for "
@@ -115,7 +140,7 @@ def export_trial(workload: Workload, out: str | Path, trial: int,
                       base_score=study.base.get("proxy_accuracy", 100.0),
                       max_accuracy_drop=settings.max_accuracy_drop, objective=settings.objective, workload=workload,
                       recovery=settings.recovery(final=False))
-    recipe, model = measured_recipe(workload, settings, problem, record, history)
+    recipe, model = measured_recipe(workload, settings, problem, record, history, runtime)
     path = Path(path) if path is not None else out / f"recipe-trial-{trial}.yaml"
     recipe.save(path)
     return recipe, path, model
@@ -138,23 +163,35 @@ def check_recipe(workload: Workload, recipe: Recipe) -> Space:
 
 
 def replay(workload: Workload, recipe: Recipe, finetune_epochs: float | None = None,
-           latency_models: Mapping[str, LatencyModel] | None = None) -> tuple[nn.Module, dict[str, float]]:
-    """Rebuild the compressed model a recipe describes, measure it (test accuracy) and
-    return it baked into plain modules.  ``finetune_epochs`` replaces the recipe's final
-    fine-tune (distillation from the base model) by that many passes over the training
-    batches.  Latency budgets are predicted with their targets' analytic models
-    (``latency_models``: the one to use for a target, by target name)."""
+           latency_models: Mapping[str, LatencyModel] | None = None, runtime: Runtime = CPU,
+           metric: str | Metric | None = None, teacher: nn.Module | None = None) -> tuple[nn.Module, dict[str, float]]:
+    """Rebuild the compressed model a recipe describes, measure it (the recipe's metric on
+    the test split, under the metric's name) and return it baked into plain modules, on
+    the CPU.  ``finetune_epochs`` replaces the recipe's final fine-tune (distillation
+    from the base model) by that many passes over the training batches.  Recovery and
+    scoring run on ``runtime`` (``teacher``: the base model on its device, copied there
+    when None); costs are counted on the CPU.  ``metric`` replaces the recipe's metric
+    (a recipe scored with a ``pkg.module:fn`` needs it given again: AutocompressError).
+    Latency budgets are predicted with their targets' analytic models (``latency_models``:
+    the one to use for a target, by target name)."""
+    from ..models.workload import load_metric
+
     space = check_recipe(workload, recipe)
+    metric = load_metric(recorded_metric(recipe.metric, metric, "the recipe", same=False))
     model = compress(workload.model, space, recipe.layers, workload.example_input)
     recovery = dict(recipe.recovery)
     if finetune_epochs is not None:
         recovery["finetune_steps"] = finetune_steps_for(workload, finetune_epochs)
-    recover(model, workload.model, workload, recovery)
+    model.to(runtime.device)
+    teacher = teacher if teacher is not None else runtime.place(workload.model)
+    recover(model, teacher, workload, recovery, runtime, metric)
+    value = evaluate(model, workload.test, metric, runtime)
+    model.cpu()
     metrics = measure_costs(model, workload.example_input)
     analytic = {k: m for k, m in latency_models_for(_budget.parse(recipe.budget), latency_models).items()
                 if m.kind != "measured"}
     metrics.update(predicted_latency(replace(space, latency_models=analytic), recipe.layers))
-    metrics["accuracy"] = accuracy(model, workload.test)
+    metrics[metric.name] = value
     return bake(model), metrics
 
 

@@ -17,7 +17,8 @@ from ..core.pareto import save_front
 from ..core.projection import check_reachable
 from ..core.trial import COMPLETE, TrialRecord, finished, search_trials
 from ..core.workload import Workload
-from ..evaluators import accuracy
+from ..evaluators import evaluate
+from ..evaluators.device import CPU, Runtime, runtime
 from ..latency_models.calibration import calibrate_latency
 from ..search import STRATEGIES, Problem
 from .backends import WAIT_SECONDS, Backend, InProcess, SharedStudyWorker, run_trials
@@ -30,7 +31,7 @@ from .evaluation import (
     with_latency_models,
 )
 from .recipes import SearchResult, measured_recipe, recipe_for
-from .settings import OBJECTIVES, SearchSettings, study_config
+from .settings import OBJECTIVES, SearchSettings, recorded_metric, study_config
 from .stopping import stop_on_signals
 from .study import STUDY_NAME, Study, write_location
 from .trials import Search
@@ -45,16 +46,19 @@ def storage_for(out: Path, storage: str | None) -> str:
 
 
 def prepare(workload: Workload, settings: SearchSettings, storage_url: str, name: str = STUDY_NAME,
-            shared: bool = False) -> Search:
-    """Measure the base model, build the space (latency models calibrated, or as the study
-    stored them), check the budget can be met, and open (or create) the study.  Raises
-    BudgetError, StudyError."""
+            shared: bool = False, runtime: Runtime = CPU) -> Search:
+    """Measure the base model (its metric on ``runtime``'s device), build the space
+    (latency models calibrated, or as the study stored them), check the budget can be
+    met, and open (or create) the study.  Raises BudgetError, StudyError; ModelError for
+    a model output the metric cannot read."""
     if settings.objective not in OBJECTIVES:
         raise AutocompressError(f"unknown objective {settings.objective!r}; use one of {', '.join(OBJECTIVES)}")
     strategy = settings.make_strategy()
     if settings.trials is None:
         settings = replace(settings, trials=strategy.default_trials)
-    base = base_metrics(workload)
+    metric = settings.make_metric()
+    teacher = runtime.place(workload.model)
+    base = base_metrics(workload, metric, runtime, teacher)
     space = search_space(workload, settings)
     stored = Study.stored_latency_models(storage_url, name)
     if stored is None:
@@ -64,32 +68,40 @@ def prepare(workload: Workload, settings: SearchSettings, storage_url: str, name
     base.update(predicted_latency(space, space.resolve(space.neutral())))
     limits = limits_for(settings.budget, base)
     check_reachable(space, limits, base)
-    problem = Problem(space, limits, base, base_score=accuracy(workload.model, workload.val),
+    base_score = metric.score(evaluate(teacher, workload.val, metric, runtime))
+    problem = Problem(space, limits, base, base_score=base_score,
                       max_accuracy_drop=settings.max_accuracy_drop, objective=settings.objective, workload=workload,
                       recovery=settings.recovery(final=False))
     study = Study(storage_url, study_config(workload, settings, space), name, shared)
     if study.latency_models is None:
         study.store_latency_models(storable_latency_models(space, settings))
     study.set_base({**base, "proxy_accuracy": problem.base_score})
-    return Search(workload, settings, strategy, problem, study)
+    return Search(workload, settings, strategy, problem, study, runtime=runtime, teacher=teacher, metric=metric)
 
 
 def run_search(workload: Workload, settings: SearchSettings, out: str | Path, progress: bool = True,
                storage: str | None = None, study_name: str = STUDY_NAME, backend: str = "local",
-               **ray_options) -> SearchResult:
+               device: str | None = "auto", precision: str | None = None, **ray_options) -> SearchResult:
     """Search, write ``out/recipe.yaml`` and the study (``out/study.db``, or the shared
     ``storage`` URL that ``autocompress worker`` processes can join); resumes a study
     already there.  ``backend`` ``"ray"`` runs the trials as Ray Tune trials
     (``ray_options``: ``address``, ``workers``, ``cpus_per_trial``, ``gpus_per_trial``;
-    see ``ray_tune.run_ray_trials``).  Raises BudgetError for a budget the model cannot
-    meet, StudyError for a study holding a different search; a KeyboardInterrupt keeps
-    every finished trial."""
+    see ``ray_tune.run_ray_trials``).  ``device`` and ``precision`` say where base
+    metrics, trials and the final fine-tune run (``evaluators.device.runtime``; Ray
+    trials run on the GPU Ray gives them, else the CPU).  Raises BudgetError for a budget
+    the model cannot meet, StudyError for a study holding a different search,
+    AutocompressError for a device this machine lacks; a KeyboardInterrupt keeps every
+    finished trial."""
     from tqdm.auto import tqdm
 
     out = Path(out)
+    where = runtime(device, precision)
+    if backend == "ray":
+        ray_options["precision"] = precision
     runner = backend_for(backend, out, **ray_options)  # before minutes of base measurements
     out.mkdir(parents=True, exist_ok=True)
-    search = prepare(workload, settings, storage_for(out, storage), study_name, shared=storage is not None)
+    search = prepare(workload, settings, storage_for(out, storage), study_name, shared=storage is not None,
+                     runtime=where)
     search.study.trials = search.trials
     write_location(out, storage, study_name)
     done = finished(search.study.history())
@@ -132,18 +144,25 @@ def _wait_for_study(storage: str, name: str, wait: float) -> Study:
 
 
 def run_worker(workload: Workload, storage: str, study_name: str = STUDY_NAME, progress: bool = True,
-               wait: float = 120.0) -> int:
+               wait: float = 120.0, device: str | None = "auto", precision: str | None = None,
+               metric: str | None = None) -> int:
     """Join the shared study ``study_name`` in ``storage`` (made by ``autocompress search
     --storage``) and evaluate its trials until it has enough; returns how many trials
     this process ran (complete or failed).  The settings and latency calibration come from
     the study; the model and data must be the ones the search was made with (their
-    fingerprint is checked).  Waits up to ``wait`` seconds for the search to start the
-    study.  StudyError for a study of another model, of an older autocompress, or whose
-    strategy is an unregistered class."""
+    fingerprint is checked).  Trials run on ``device`` at ``precision`` (this process's
+    own: a study stores neither).  Waits up to ``wait`` seconds for the search to start
+    the study.  ``metric`` names the study's metric again where that is a function
+    (``pkg.module:fn``: nothing named in a study is imported by itself).  StudyError for a
+    study of another model, of an older autocompress, or whose strategy is an
+    unregistered class."""
     from tqdm.auto import tqdm
 
+    where = runtime(device, precision)
     existing = _wait_for_study(storage, study_name, wait)
-    settings = replace(SearchSettings.from_dict(existing.config), trials=existing.trials)
+    settings = SearchSettings.from_dict(existing.config)
+    settings = replace(settings, trials=existing.trials,
+                       metric=recorded_metric(settings.metric_spec, metric, f"the study {study_name!r}"))
     if existing.config.get("model") != workload.fingerprint:
         raise StudyError(f"the study {study_name!r} was made for model fingerprint {existing.config.get('model')}, "
                          f"not {workload.fingerprint} ({workload.name}); pass the same --model/--weights/--data")
@@ -151,7 +170,7 @@ def run_worker(workload: Workload, storage: str, study_name: str = STUDY_NAME, p
         raise StudyError(f"the study {study_name!r} searches with the strategy class {settings.strategy}, which is not "
                          "registered, so only the search's own process can run it; register it in "
                          "autocompress.search.STRATEGIES to run workers")
-    search = prepare(workload, settings, storage, study_name, shared=True)
+    search = prepare(workload, settings, storage, study_name, shared=True, runtime=where)
     with stop_on_signals() as stop, tqdm(total=search.trials, desc="worker", unit="trial",
                                           disable=not progress, dynamic_ncols=True) as bar:
         SharedStudyWorker().run(search, stop, bar)
@@ -192,7 +211,8 @@ def finish(search: Search, history: list[TrialRecord], out: Path) -> SearchResul
                           f"{save_closest(search, history, out)}the trials are kept in the study {search.study.name!r}")
     if search.settings.objective == "pareto":
         save_front(history, search.problem.primary_metric, search.problem.base, out / "pareto.yaml")
-    recipe, model = measured_recipe(search.workload, search.settings, search.problem, best, history)
+    recipe, model = measured_recipe(search.workload, search.settings, search.problem, best, history, search.runtime,
+                                    search.teacher)
     path = out / "recipe.yaml"
     recipe.save(path)
     return SearchResult(recipe, path, model, history)

@@ -1,5 +1,9 @@
 """Search settings: everything that defines a search besides the model and data, and the
-form they are stored in with the study (``SearchSettings.to_dict``: JSON, schema 1)."""
+form they are stored in with the study (``SearchSettings.to_dict``: JSON, schema 1).
+
+Where a search runs (``--device``, ``--precision``) is not a setting: it is a run option
+(``evaluators.device.Runtime``) passed beside the settings, never stored, so a study
+resumes on another machine's device."""
 from __future__ import annotations
 
 import json
@@ -13,12 +17,15 @@ from ..core.errors import AutocompressError, StudyError
 from ..core.kinds import kinds_for_metric
 from ..core.space import Space
 from ..core.workload import Workload
+from ..evaluators.metrics import Metric, is_builtin
 from ..latency_models.base import LatencyModel
 from ..latency_models.registry import model_from_dict
 from ..search import STRATEGIES, Strategy, get_strategy
 
 OBJECTIVES = ("accuracy", "pareto")
 SCHEMA = 1  # of the stored settings; a study stored otherwise is refused (StudyError)
+ADDED = {"metric": "accuracy"}
+"""Settings added to schema 1 later, with the value a study stored without them was made with."""
 
 
 @dataclass
@@ -31,7 +38,11 @@ class SearchSettings:
     ``strategy_options`` empty; its own ``seed`` applies to the strategy).
     ``finetune_steps`` is the per-trial distillation fine-tune of the proxy (0: BatchNorm
     recalibration only; sensitivity scans always use 0); ``final_finetune_steps`` is the
-    fine-tune of the chosen recipe.  ``max_accuracy_drop`` (points of proxy accuracy) is
+    fine-tune of the chosen recipe.  ``metric`` scores trials: a built-in name
+    (``accuracy``, ``top5``, ``perplexity``, ``neg_loss``), ``pkg.module:fn`` or a Metric
+    object (stored as its ``spec``); the engine maximises its score (the value, negated
+    where lower is better).  ``max_accuracy_drop`` (in the metric's units: points of
+    accuracy, or of perplexity...) is
     the tolerance of strategies that minimise cost under an accuracy floor (condensa);
     ``objective`` is ``"accuracy"`` or ``"pareto"`` (also save the accuracy/cost front; search
     proposals already within the budget are then evaluated as proposed, not scaled up to it);
@@ -61,6 +72,7 @@ class SearchSettings:
     latency_batch: int = 1
     max_accuracy_drop: float = 1.0
     objective: str = "accuracy"
+    metric: str | Metric = "accuracy"
     strategy_options: dict[str, Any] = field(default_factory=dict)
     latency_models: dict[str, LatencyModel] = field(default_factory=dict)
 
@@ -79,6 +91,18 @@ class SearchSettings:
             return self.strategy
         cls = type(self.strategy)
         return cls.name if STRATEGIES.get(cls.name) is cls else f"{cls.__module__}.{cls.__qualname__}"
+
+    @property
+    def metric_spec(self) -> str:
+        """The metric as a study and a recipe record it: a built-in's name or ``pkg.module:fn``."""
+        return self.metric if isinstance(self.metric, str) else self.metric.spec
+
+    def make_metric(self) -> Metric:
+        """A fresh Metric for ``metric`` (``pkg.module:fn`` imported); AutocompressError
+        for an unknown name, ModelError for a function that cannot be imported."""
+        from ..models.workload import load_metric
+
+        return load_metric(self.metric)
 
     def make_strategy(self) -> Strategy:
         """The strategy object: the one given, or the registered one built with ``seed`` and
@@ -115,7 +139,7 @@ class SearchSettings:
             "knobs": list(self.knob_kinds()), "sparsity_pattern": self.sparsity_pattern,
             "conv_decomposition": self.conv_decomposition, "channel_multiple": self.channel_multiple,
             "latency_batch": self.latency_batch, "max_accuracy_drop": self.max_accuracy_drop,
-            "objective": self.objective,
+            "objective": self.objective, "metric": self.metric_spec,
             "latency_models": {target: model.to_dict() for target, model in sorted(self.latency_models.items())},
         }
         try:
@@ -142,10 +166,28 @@ class SearchSettings:
             sparsity_pattern=data["sparsity_pattern"], conv_decomposition=data["conv_decomposition"],
             channel_multiple=int(data["channel_multiple"]), latency_batch=int(data["latency_batch"]),
             max_accuracy_drop=float(data["max_accuracy_drop"]), objective=data["objective"],
-            strategy_options=dict(data["strategy_params"]),
+            metric=str(data.get("metric", ADDED["metric"])), strategy_options=dict(data["strategy_params"]),
             latency_models={target: model_from_dict(model, f"the study's latency model for {target!r}")
                             for target, model in data["latency_models"].items()},
         )
+
+
+def recorded_metric(recorded: str, given: str | Metric | None, where: str, same: bool = True) -> str | Metric:
+    """The metric to score with where a study or recipe (``where``) recorded ``recorded``:
+    ``given`` (``--metric``) when there is one, else the recorded built-in.  Code named in
+    a file is never imported by itself: a recorded ``pkg.module:fn`` must be given again.
+    AutocompressError for that, and (``same``) for a given metric other than the
+    recorded one."""
+    if given is None:
+        if is_builtin(recorded):
+            return recorded
+        raise AutocompressError(f"{where} was scored with --metric {recorded}; pass --metric {recorded} to score with "
+                                "it again (code named in a file is never imported by itself)")
+    spec = given if isinstance(given, str) else given.spec
+    if same and spec != recorded:
+        raise AutocompressError(f"{where} was scored with --metric {recorded}, not {spec}; pass --metric {recorded} "
+                                "or leave it out")
+    return given
 
 
 def study_config(workload: Workload, settings: SearchSettings, space: Space) -> dict[str, Any]:

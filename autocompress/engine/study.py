@@ -1,9 +1,10 @@
 """Trial storage: an Optuna study in SQLite (or any SQLAlchemy URL), resumable.
 
 Each trial stores the projected candidate as Optuna params, the strategy's raw proposal,
-the measured metrics and feasibility as user attributes, and the proxy accuracy as its
-value.  Trials left running by a stopped or killed process are marked failed when the study is
-reopened (shared studies: when their heartbeat goes stale), so nobody waits on them.
+the measured metrics and feasibility as user attributes, and the proxy score (the search
+metric's value, negated where lower is better: ``Metric.score``) as its value.  Trials
+left running by a stopped or killed process are marked failed when the study is reopened
+(shared studies: when their heartbeat goes stale), so nobody waits on them.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from optuna.trial import TrialState
 from ..core.errors import StudyError
 from ..core.space import Space
 from ..core.trial import COMPLETE, FAILED, INTERRUPTED, RUNNING, SEARCH, TrialRecord
+from .settings import ADDED
 
 STUDY_NAME = "autocompress"
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which process started a trial (shared studies)
@@ -88,7 +90,7 @@ class Study:
                              f"stored its settings {form}, not in schema {config.get('schema')}; rerun the search "
                              f"with another {where}")
         else:
-            old, new = _flat(stored), _flat(config)
+            old, new = _flat({**ADDED, **stored}), _flat({**ADDED, **config})
             diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
             if diff:
                 key = diff[0]
@@ -163,7 +165,10 @@ class Study:
             return None
 
     def set_base(self, metrics: Mapping[str, float]) -> None:
-        """Record the base model's metrics (with its proxy accuracy) beside the trials."""
+        """Record the base model's metrics beside the trials, with its proxy score under
+        ``proxy_accuracy`` (the name it has always had: the value of the search's metric on
+        the validation split as the engine maximises it, ``Metric.score``, which is the
+        accuracy for the default metric)."""
         self._study.set_user_attr("base", {k: float(v) for k, v in metrics.items()})
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
@@ -18,6 +19,8 @@ from ..core.errors import SearchError
 from ..core.projection import candidate_for
 from ..core.trial import COMPLETE, FAILED, INTERRUPTED, RUNNING, TrialRecord, finished, search_trials
 from ..core.workload import Workload
+from ..evaluators.device import CPU, Runtime, is_out_of_memory
+from ..evaluators.metrics import Metric
 from ..search import Problem, Strategy, as_proposal
 from .evaluation import evaluate_trial
 from .settings import SearchSettings
@@ -29,7 +32,9 @@ FAILURES_IN_A_ROW = 5  # then the search stops with the last error (SearchError)
 
 @dataclass
 class Search:
-    """Everything a process needs to run trials of one search."""
+    """Everything a process needs to run trials of one search: ``runtime`` is where this
+    process recovers and scores them (a run option, not a setting), ``teacher`` the base
+    model on its device (the base model itself on the CPU)."""
 
     workload: Workload
     settings: SearchSettings
@@ -37,6 +42,15 @@ class Search:
     problem: Problem
     study: Study
     ran: int = 0  # trials this process finished (complete or failed)
+    runtime: Runtime = CPU
+    teacher: Any = None
+    metric: Metric | None = None  # settings.make_metric() when None
+
+    def __post_init__(self) -> None:
+        if self.teacher is None:
+            self.teacher = self.runtime.place(self.workload.model)
+        if self.metric is None:
+            self.metric = self.settings.make_metric()
 
     @property
     def trials(self) -> int:
@@ -100,9 +114,10 @@ def next_trial(search: Search, history: list[TrialRecord]) -> Pending | None:
 
 
 def evaluate(search: Search, pending: Pending) -> tuple[float, dict[str, float], bool]:
-    """Proxy accuracy, measured costs and feasibility of a pending trial."""
+    """Proxy score, measured costs and feasibility of a pending trial, on the search's runtime."""
     return evaluate_trial(search.workload, search.problem.space, pending.candidate, search.settings,
-                          search.problem.limits, pending.purpose, pending.channel_order)
+                          search.problem.limits, pending.purpose, pending.channel_order, search.runtime,
+                          search.teacher)
 
 
 def record(search: Search, pending: Pending, outcome: tuple[float, dict[str, float], bool] | None,
@@ -118,11 +133,20 @@ def record(search: Search, pending: Pending, outcome: tuple[float, dict[str, flo
     return history
 
 
+def failure(exc: BaseException, runtime: Runtime) -> str:
+    """What a failed trial records for ``exc``: its type and first line (out of GPU memory
+    says on which device)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if is_out_of_memory(exc):
+        return f"{type(exc).__name__}: out of GPU memory on {runtime.device} ({first})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_one(search: Search, pending: Pending) -> list[TrialRecord]:
-    """Evaluate and record one pending trial in this process.  A failing candidate is
-    recorded failed and the search goes on; a KeyboardInterrupt records the trial as
-    interrupted (evaluated again on resume) and propagates."""
-    outcome, error = None, ""
+    """Evaluate and record one pending trial in this process.  A failing candidate (out of
+    GPU memory included) is recorded failed and the search goes on; a KeyboardInterrupt
+    records the trial as interrupted (evaluated again on resume) and propagates."""
+    outcome, error, oom = None, "", False
     try:
         with search.study.running(pending.trial):
             outcome = evaluate(search, pending)
@@ -130,8 +154,10 @@ def run_one(search: Search, pending: Pending) -> list[TrialRecord]:
         search.study.fail(pending.trial, f"{INTERRUPTED} by the user")
         raise
     except Exception as exc:  # a failing trial is recorded; the search goes on
-        log.warning("trial %d failed: %s: %s", pending.number, type(exc).__name__, exc)
-        error = f"{type(exc).__name__}: {exc}"
+        error, oom = failure(exc, search.runtime), is_out_of_memory(exc)
+        log.warning("trial %d failed: %s", pending.number, error)
+    if oom:
+        search.runtime.release()  # the failed candidate's memory, now that nothing refers to it
     search.ran += 1
     return record(search, pending, outcome, error)
 
@@ -143,5 +169,7 @@ def show_progress(bar, search: Search, history: list[TrialRecord]) -> None:
     bar.n = min(finished(history), search.trials)
     best = search.strategy.best(search.problem, history)
     if best is not None:
-        bar.set_postfix_str(f"best feasible proxy acc {best.score:.2f}% (trial {best.number})", refresh=False)
+        metric = search.metric
+        bar.set_postfix_str(f"best feasible proxy {metric.name} {metric.format(metric.value(best.score))} "
+                            f"(trial {best.number})", refresh=False)
     bar.refresh()

@@ -1,9 +1,13 @@
 """What a search works on: a trained model, an example input and its data.
 
-``--model pkg.module:attr`` names an nn.Module or a factory returning one; ``--weights``
-is a state dict loaded with ``weights_only=True``; ``--data pkg.module:attr`` names a
-callable (or a tuple) giving ``(train, val)`` or ``(train, val, test)`` iterables of
-``(x, y)`` batches.  Without ``--model`` the built-in demo is used.
+``--model pkg.module:attr`` names an nn.Module or a factory returning one, ``--model
+hf:DIR`` a Hugging Face model saved with ``save_pretrained`` (loaded from that folder
+alone, never from the hub); ``--weights`` is a state dict loaded with
+``weights_only=True``; ``--data pkg.module:attr`` names a callable (or a tuple) giving
+``(train, val)`` or ``(train, val, test)`` iterables of batches: ``(x, y)`` pairs, or
+dicts of keyword inputs with ``labels`` as Hugging Face collators give them
+(``evaluators.batches``).  Without ``--model`` the built-in demo is used.  ``--metric
+pkg.module:fn`` is imported here too (``load_metric``).
 """
 from __future__ import annotations
 
@@ -18,7 +22,11 @@ import torch.nn as nn
 
 from ..core.errors import ModelError
 from ..core.workload import Workload
-from .thirdparty import import_module
+from ..evaluators import batches
+from ..evaluators.metrics import CallableMetric, Metric, get_metric, is_builtin
+from .thirdparty import import_module, import_transformers
+
+HF_PREFIX = "hf:"
 
 
 def import_object(spec: str, option: str) -> Any:
@@ -40,6 +48,10 @@ def import_object(spec: str, option: str) -> Any:
 
 
 def load_model(spec: str) -> nn.Module:
+    """The model ``--model`` names: ``hf:DIR`` (``load_hf_model``) or ``pkg.module:attr``
+    (an nn.Module, or a function returning one).  ModelError for anything else."""
+    if spec.startswith(HF_PREFIX):
+        return load_hf_model(spec.removeprefix(HF_PREFIX))
     obj = import_object(spec, "--model")
     if not isinstance(obj, nn.Module) and callable(obj):
         try:
@@ -49,6 +61,64 @@ def load_model(spec: str) -> nn.Module:
     if not isinstance(obj, nn.Module):
         raise ModelError(f"--model {spec!r} gave a {type(obj).__name__}, not a torch.nn.Module")
     return obj
+
+
+_AUTO_CLASSES = (  # a saved architecture's name ending -> the transformers Auto class that loads it
+    ("ForSequenceClassification", "AutoModelForSequenceClassification"),
+    ("ForTokenClassification", "AutoModelForTokenClassification"),
+    ("ForQuestionAnswering", "AutoModelForQuestionAnswering"),
+    ("ForImageClassification", "AutoModelForImageClassification"),
+    ("ForMultipleChoice", "AutoModelForMultipleChoice"),
+    ("ForMaskedLM", "AutoModelForMaskedLM"),
+    ("ForCausalLM", "AutoModelForCausalLM"),
+    ("LMHeadModel", "AutoModelForCausalLM"),
+    ("ForConditionalGeneration", "AutoModelForSeq2SeqLM"),
+)
+
+
+def load_hf_model(folder: str) -> nn.Module:
+    """A Hugging Face model saved in ``folder`` (``save_pretrained``), loaded with the
+    ``transformers`` Auto class its config's ``architectures`` names
+    (``AutoModelForSequenceClassification`` for ``BertForSequenceClassification``...;
+    ``AutoModel`` otherwise) and ``from_pretrained(folder, local_files_only=True)``:
+    nothing is downloaded.  ModelError for a folder without a model, or without
+    transformers installed."""
+    option = f"--model {HF_PREFIX}{folder}"
+    path = Path(folder).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{option}: {str(path)!r} is not a saved Hugging Face model (no config.json there); "
+                         "give a folder written by model.save_pretrained(DIR)")
+    try:
+        transformers = import_transformers()
+    except ImportError:
+        raise ModelError(f"{option} needs transformers, which is not installed; pip install transformers") from None
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars on every command
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        architecture = next(iter(getattr(config, "architectures", None) or []), "")
+        auto = next((cls for end, cls in _AUTO_CLASSES if architecture.endswith(end)), "AutoModel")
+        model = getattr(transformers, auto).from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for a folder it cannot load
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{option} cannot be loaded: {type(exc).__name__}: {first}") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    return model.eval()
+
+
+def load_metric(spec: str | Metric | None) -> Metric:
+    """The metric ``--metric`` names: a built-in (``evaluators.metrics.METRICS``), or
+    ``pkg.module:fn`` imported here (a function ``fn(output, target) -> float``).  None:
+    accuracy.  ModelError for a spec that cannot be imported or is not callable;
+    AutocompressError for an unknown name."""
+    if spec is None or isinstance(spec, Metric) or is_builtin(spec) or ":" not in spec:
+        return get_metric(spec)
+    fn = import_object(spec, "--metric")
+    if not callable(fn):
+        raise ModelError(f"--metric {spec!r} is a {type(fn).__name__}, not a function (output, target) -> float")
+    return CallableMetric(fn, spec)
 
 
 def load_weights(model: nn.Module, path: str) -> None:
@@ -77,20 +147,28 @@ def load_data(spec: str) -> tuple[Iterable, Iterable, Iterable, str]:
         except Exception as exc:
             raise ModelError(f"--data {spec!r} failed when called: {type(exc).__name__}: {exc}") from None
     if not isinstance(obj, (tuple, list)) or len(obj) not in (2, 3):
-        raise ModelError(f"--data {spec!r} must give (train, val) or (train, val, test) iterables of (x, y) batches")
+        raise ModelError(f"--data {spec!r} must give (train, val) or (train, val, test) iterables of batches "
+                         "((x, y) pairs, or dicts with 'labels')")
     train, val = obj[0], obj[1]
     test, split = (obj[2], "test") if len(obj) == 3 else (val, "validation")
     return train, val, test, split
 
 
-def _first_input(train: Iterable, spec: str) -> torch.Tensor:
+def _first_input(train: Iterable, spec: str) -> batches.Inputs:
+    """The example input (batch 1) of the first training batch, on the CPU."""
     try:
         batch = next(iter(train))
     except Exception as exc:
         raise ModelError(f"--data {spec!r}: the training data yields no batch ({type(exc).__name__}: {exc})") from None
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch)):
-        raise ModelError(f"--data {spec!r}: batches must be (x, y) pairs of tensors")
-    return batch[0][:1]
+    try:
+        inputs, _ = batches.split(batch)
+    except ModelError as exc:
+        raise ModelError(f"--data {spec!r}: {exc}") from None
+    found = batches.tensors(inputs) if isinstance(inputs, (torch.Tensor, tuple, dict)) else []
+    if not found or (isinstance(inputs, tuple) and len(found) != len(inputs)):
+        raise ModelError(f"--data {spec!r}: a batch's inputs must be a tensor, a tuple of tensors or a dict of "
+                         f"tensors, not {type(inputs).__name__}")
+    return batches.to_device(batches.first(inputs), "cpu")
 
 
 def load_workload(model: str | None = None, weights: str | Path | None = None, data: str | None = None,

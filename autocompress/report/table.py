@@ -36,15 +36,23 @@ def format_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def comparison(base: Mapping[str, float], compressed: Mapping[str, float], titles=("base", "compressed")) -> str:
-    """Base against compressed, with the ratio (compressed / base) or the accuracy change."""
+    """Base against compressed, with the ratio (compressed / base) or the accuracy change;
+    any other metric both hold (a search's ``--metric``: top5, perplexity...) with its
+    change."""
     rows = []
     predicted = [(k, f"{k} (ms, predicted)") for k in base if k.startswith("latency@")]
-    for key, label in (*ROWS, *predicted):
+    known = {key for key, _ in ROWS}
+    scores = [(k, k) for k in base if k not in known and not k.startswith("latency")]
+    for key, label in (*ROWS[:1], *scores, *ROWS[1:], *predicted):
         if key not in base or key not in compressed:
             continue
         b, c = float(base[key]), float(compressed[key])
         if key == "accuracy":
             change = f"{c - b:+.2f} pt"
+        elif (key, label) in scores:
+            change = f"{c - b:+.4g}"
+            rows.append([label, f"{b:.4g}", f"{c:.4g}", change])
+            continue
         else:
             change = f"{c / b:.3f}x" if b else "-"
         rows.append([label, human(b, key), human(c, key), change])

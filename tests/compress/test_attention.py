@@ -88,3 +88,40 @@ def test_pruned_attention_state_dict_round_trips():
     with torch.no_grad():
         assert torch.equal(again(x, x, x)[0], pruned(x, x, x)[0])
     assert set(pruned.state_dict()) == set(attention.state_dict())
+
+
+def test_multihead_attention_projections_take_sparsity_and_bits_as_the_space_costs_them():
+    model, x = zoo.vit_tiny(), zoo.example_input("vit_tiny")
+    space = build_space(model, x)
+    assert {"blocks.0.attn/sparsity", "blocks.0.attn/bits"} <= set(space.knob_names)
+    assert "blocks.0.attn/rank" not in space.knob_names  # nn.MultiheadAttention multiplies whole matrices
+    for candidate in ({"blocks.0.attn/sparsity": 0.5, "blocks.1.attn/bits": 0.25},
+                      {"blocks.0.attn/sparsity": 0.5, "blocks.0.attn/bits": 0.25, "blocks.0.attn/channels": 0.5}):
+        settings = space.resolve(candidate)
+        small = compress(model, space, settings, x)
+        assert space.cost(settings) == measure_costs(small, x)
+        assert space.cost(settings)["params"] < space.cost(space.resolve(space.neutral()))["params"]
+        with torch.no_grad():
+            assert bake(small)(x).shape == (1, 10)
+    attention = bake(small).blocks[0].attn
+    assert isinstance(attention, HeadPrunedAttention)
+    assert (attention.in_proj_weight == 0).float().mean() == 0.5 and (attention.out_proj.weight == 0).any()
+
+
+def test_torchvision_vit_attention_gets_sparsity_and_bits_on_its_projections(torchvision):
+    torch.manual_seed(0)
+    model = torchvision.models.vision_transformer.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=10).eval()
+    nn.init.normal_(model.heads.head.weight)  # zero at init: stored entries would be counted as absent
+    x = torch.randn(1, 3, 32, 32)
+    space = build_space(model, x)
+    attention = [layer.name for layer in space.layers if layer.kind == "attention"]
+    assert len(attention) == 2
+    for name in attention:
+        assert {f"{name}/channels", f"{name}/sparsity", f"{name}/bits"} <= set(space.knob_names)
+    settings = space.resolve({f"{attention[0]}/sparsity": 0.5, f"{attention[1]}/bits": 0.25,
+                              f"{attention[1]}/channels": 0.5, "encoder.layers.encoder_layer_0.mlp.0/rank": 0.5})
+    small = compress(model, space, settings, x)
+    assert space.cost(settings) == measure_costs(small, x)
+    with torch.no_grad():
+        assert bake(small)(x).shape == (1, 10)

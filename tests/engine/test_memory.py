@@ -13,6 +13,8 @@ from autocompress.models.workload import load_workload
 
 def test_a_search_holds_the_base_and_one_candidate(tmp_path, monkeypatch):
     workload = load_workload()
+    gc.collect()
+    before = sum(isinstance(o, DemoNet) for o in gc.get_objects())  # the base, and any earlier tests left
     alive: list[int] = []
     recover = evaluation.recover
 
@@ -26,4 +28,4 @@ def test_a_search_holds_the_base_and_one_candidate(tmp_path, monkeypatch):
                               final_finetune_steps=0, calibration_batches=2)
     run_search(workload, settings, tmp_path, progress=False)
     assert len(alive) >= 4  # every search trial was counted
-    assert max(alive) == 2  # the base (the teacher too) and the candidate being recovered
+    assert max(alive) <= before + 1  # the base (the teacher too) and the candidate being recovered

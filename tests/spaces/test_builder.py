@@ -92,7 +92,9 @@ def test_attention_heads_are_a_channel_group_with_exact_costs():
     assert all(g.size == 4 and g.head_dim == 16 for g in heads.values())
     assert space.layer("blocks.0.attn").kind == "attention"
     assert "blocks.0.attn/channels" in space.knob_names
-    assert not any(space.knob(n).target.endswith("attn") for n in space.knob_names if not n.endswith("/channels"))
+    # its projections' weights take one sparsity and one bits knob; nn.MultiheadAttention cannot be factorised
+    assert {space.knob(n).kind for n in space.knob_names if space.knob(n).target == "blocks.0.attn"} \
+        == {"channels", "sparsity", "bits"}
     # all of the attention's FLOPs (projections and both products of attention) are per head
     assert space.other_flops == 0
     assert space.cost(space.resolve(space.neutral()))["flops"] == count_flops(model, x)
@@ -106,7 +108,7 @@ def test_every_layer_left_out_is_listed_with_a_reason():
 
     model, x = zoo.vit_tiny(), zoo.example_input("vit_tiny")
     space = build_space(model, x)
-    assert "heads of attention blocks.0.attn" in space.excluded["blocks.0.attn.in_proj_weight"]
+    assert "compressed with attention blocks.0.attn" in space.excluded["blocks.0.attn.in_proj_weight"]
     assert space.excluded["blocks.0.attn.out_proj"] == space.excluded["blocks.0.attn.in_proj_weight"]
     assert "attention" in space.excluded["patch_embed"]  # the model width, fixed by nn.MultiheadAttention
     covered = {layer.name for layer in space.layers} | set(space.excluded)
@@ -145,15 +147,61 @@ def test_each_left_out_layer_is_warned_about_once(caplog):
     assert first.excluded == again.excluded and "conv1d" in again.excluded
 
 
-def test_attention_layers_take_heads_and_nothing_else():
+def test_attention_layers_take_heads_sparsity_and_bits_and_nothing_else():
     from autocompress.core.errors import RecipeError
     from autocompress.models import zoo
 
     space = build_space(zoo.vit_tiny(), zoo.example_input("vit_tiny"))
-    assert space.shapes({"blocks.0.attn": {"heads": 1}})  # within its 4 heads
+    assert space.shapes({"blocks.0.attn": {"heads": 1, "sparsity": 0.5, "bits": 8}})  # within its 4 heads
     for bad, needle in [({"blocks.0.attn": {"heads": 5}}, "asks for 5 heads; it has 4"),
-                        ({"blocks.0.attn": {"sparsity": 0.5}}, "cannot take sparsity"),
-                        ({"blocks.0.attn": {"bits": 8}}, "cannot take bits"),
+                        ({"blocks.0.attn": {"rank": 2, "decomposition": "svd"}}, "cannot take rank"),
                         ({"blocks.0.fc1": {"heads": 2}}, "not an attention layer")]:
         with pytest.raises(RecipeError, match=needle):
             space.shapes(bad)
+
+
+def test_a_model_the_graph_cannot_trace_keeps_its_per_layer_knobs(tiny, monkeypatch, caplog):
+    from autocompress.compress import compress
+    from autocompress.evaluators import measure_costs
+    from autocompress.spaces import builder
+
+    def untraceable(model, example_input):
+        raise RuntimeError("no grad_fn")
+
+    model, x = tiny
+    monkeypatch.setattr(builder, "channel_graph", untraceable)
+    monkeypatch.setattr(builder, "_warned", set())
+    with caplog.at_level(logging.WARNING):
+        space = build_space(model, x)
+        build_space(model, x)
+    assert "could not trace" in space.excluded["*"] and caplog.text.count("could not trace") == 1
+    assert not space.groups and {k.kind for k in space.knobs} == {"sparsity", "rank", "bits"}
+    settings = space.resolve({"conv/sparsity": 0.5, "mix/bits": 0.25})
+    assert space.cost(settings) == measure_costs(compress(model, space, settings, x), x)
+
+
+def test_a_group_whose_pruning_breaks_the_forward_pass_is_excluded(caplog):
+    class TiedAttention(nn.Module):
+        # as timm-style attention does: heads split off the projection, merged back by the input's width
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(4, 8)
+            self.qkv = nn.Linear(8, 24)
+            self.proj = nn.Linear(8, 8)
+            self.mlp = nn.Linear(8, 16)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            x = self.embed(x)
+            b, n, c = x.shape
+            q, k, v = self.qkv(x).reshape(b, n, 3, 2, 4).permute(2, 0, 3, 1, 4)
+            a = ((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+            x = x + self.proj(a)
+            return self.head(torch.relu(self.mlp(x)).mean(1))
+
+    model, x = TiedAttention().eval(), torch.randn(1, 5, 4)
+    with caplog.at_level(logging.WARNING):
+        space = build_space(model, x)
+    assert "qkv" in space.excluded and "embed" in space.excluded
+    assert "breaks the model's forward pass" in space.excluded["embed"] and "embed" in caplog.text
+    assert "mlp" in {g.name for g in space.groups}
