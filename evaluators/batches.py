@@ -71,8 +71,7 @@ def to_device(data: Any, device: torch.device | str, non_blocking: bool = False)
     if isinstance(data, torch.Tensor):
         return data.to(device, non_blocking=non_blocking)
     if isinstance(data, Mapping):
-        return type(data)({k: to_device(v, device, non_blocking) for k, v in data.items()}) \
-            if type(data) is dict else {k: to_device(v, device, non_blocking) for k, v in data.items()}
+        return {k: to_device(v, device, non_blocking) for k, v in data.items()}
     if isinstance(data, (tuple, list)):
         return type(data)(to_device(v, device, non_blocking) for v in data)
     return data

@@ -12,6 +12,7 @@ is imported through here too.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 import types
