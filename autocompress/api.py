@@ -59,17 +59,21 @@ def search(budget: str | Sequence[str], model: nn.Module | None = None, data: Se
 
 def apply(recipe: str | Path | Recipe, model: nn.Module | None = None,
           data: Sequence[Iterable] | None = None, device: str | None = "auto", precision: str | None = None,
-          metric: str | Callable | None = None) -> tuple[nn.Module, dict[str, float]]:
+          metric: str | Callable | None = None, recovery: str | None = None,
+          recovery_options: dict | None = None,
+          finetune_epochs: float | None = None) -> tuple[nn.Module, dict[str, float]]:
     """The compressed model a recipe describes (on the CPU), and its measured metrics.
-    The fine-tune and scoring run on ``device`` at ``precision`` (see ``search``);
+    The recovery and scoring run on ``device`` at ``precision`` (see ``search``);
     ``metric`` replaces the recipe's (and must be given for a recipe scored with a
-    function)."""
+    function); ``recovery`` (a regime's name, with ``recovery_options``) replaces the
+    recipe's recovery regime and ``finetune_epochs`` its training steps."""
     from .engine.recipes import replay
     from .evaluators.device import runtime
 
     if not isinstance(recipe, Recipe):
         recipe = Recipe.load(recipe)
-    return replay(_workload(model, data), recipe, runtime=runtime(device, precision), metric=_metric(metric))
+    return replay(_workload(model, data), recipe, finetune_epochs, runtime=runtime(device, precision),
+                  metric=_metric(metric), recovery=recovery, recovery_options=recovery_options)
 
 
 def export_trial(folder: str | Path, trial: int, model: nn.Module | None = None,

@@ -39,10 +39,9 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import kendalltau
 
-from autocompress.compress import compress
 from autocompress.core import budget as _budget
 from autocompress.core.projection import project
-from autocompress.engine.evaluation import base_metrics, limits_for, recover, search_space
+from autocompress.engine.evaluation import base_metrics, compress_and_recover, limits_for, search_space
 from autocompress.engine.settings import SearchSettings
 from autocompress.models.data import TensorBatches
 from autocompress.models.workload import load_workload
@@ -82,8 +81,7 @@ def evaluate(model, teacher, batches) -> dict[str, float]:
 
 def recovered(workload, space, candidate, recovery) -> tuple[torch.nn.Module, float]:
     start = time.perf_counter()
-    model = compress(workload.model, space, space.resolve(candidate), workload.example_input)
-    recover(model, workload.model, workload, recovery)
+    model = compress_and_recover(workload, space, space.resolve(candidate), recovery)
     return model, time.perf_counter() - start
 
 

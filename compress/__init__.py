@@ -4,7 +4,7 @@ registered here, in the order knobs, costs and operators follow."""
 from __future__ import annotations
 
 from ..core.kinds import kind_names, register_kind
-from .apply import bake, compress
+from .apply import bake, compress, constrain, restructure, weight_constraints
 from .attention import HeadPrunedAttention, HeadPruning, head_scores
 from .base import Operator
 from .channels import ChannelKind, ChannelPruning
@@ -21,4 +21,5 @@ for _kind in BUILTIN_KINDS:
 
 __all__ = ["Operator", "ChannelPruning", "HeadPruning", "HeadPrunedAttention", "head_scores", "LowRank",
            "MagnitudeSparsity", "BitWidth", "WeightMask", "FakeQuantize", "ChannelKind", "SparsityKind", "RankKind",
-           "BitsKind", "BUILTIN_KINDS", "compress", "bake", "factorise", "magnitude_mask", "quantize"]
+           "BitsKind", "BUILTIN_KINDS", "compress", "restructure", "constrain", "weight_constraints", "bake",
+           "factorise", "magnitude_mask", "quantize"]

@@ -14,7 +14,6 @@ from .attention import HeadPruning
 from .base import Operator
 from .channel_graph import channel_graph
 from .conv1d import linearise
-from .tracing import no_cache
 
 CHANNEL_LOW = 0.1
 """The smallest density (kept fraction of a group's channels) a channel knob may ask for."""
@@ -29,6 +28,8 @@ class ChannelPruning(Operator):
     Groups of heads (attention layers asking for fewer ``heads``) are then pruned by
     ``HeadPruning``.
     """
+
+    structural = True
 
     def needed(self, settings, space: Space) -> bool:
         kept = space.group_channels(settings)
@@ -46,8 +47,7 @@ class ChannelPruning(Operator):
     def _prune(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping[str, float]],
                kept: Mapping[str, int], todo: list[ChannelGroup], example_input: torch.Tensor) -> None:
         linearise(model)  # Hugging Face Conv1D layers as the nn.Linear layers Torch-Pruning knows
-        with no_cache(model):
-            graph = channel_graph(model, example_input)
+        graph = channel_graph(model, example_input)  # HF caches off while it traces
         importance = tp.importance.MagnitudeImportance(p=2)
         for group in todo:
             root = model.get_submodule(group.name)

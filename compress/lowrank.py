@@ -18,6 +18,7 @@ from ..core.patterns import (
     rank_for,
 )
 from ..core.space import ChannelGroup, Knob, LayerInfo, Space
+from ..evaluators.recovery import Constraint
 from .base import Operator
 from .conv1d import as_linear, is_conv1d, linearise
 
@@ -47,6 +48,36 @@ class LowRank(Operator):
             if s.get("rank"):
                 layer = model.get_submodule(name)
                 _replace(model, name, factorise(layer, int(s["rank"]), str(s["decomposition"])))
+
+    def constraints(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping]) -> list[Constraint]:
+        """Each factorised layer's weight projected onto its rank (``low_rank_approximation``:
+        the product of the factors ``factorise`` would build)."""
+        return [Constraint(f"{name}.weight", model.get_submodule(name).weight,
+                           _projection(int(s["rank"]), str(s["decomposition"])), (RankKind.name,))
+                for name, s in settings.items() if s.get("rank")]
+
+
+def _projection(rank: int, decomposition: str):
+    def project(weight: torch.Tensor) -> torch.Tensor:
+        return low_rank_approximation(weight, rank, decomposition)
+    return project
+
+
+def low_rank_approximation(weight: torch.Tensor, rank: int, decomposition: str) -> torch.Tensor:
+    """The weight the factors of ``factorise`` at ``rank`` compute, in ``weight``'s shape:
+    the truncated SVD of a Linear's (or 1x1 convolution's) matrix, the HOSVD truncation
+    of a kernel along its output and input modes (``tucker2``), the truncated SVD of the
+    kernel reshaped to (in*kh, out*kw) (``spatial``)."""
+    with torch.no_grad():
+        if weight.dim() == 2 or decomposition == "svd":
+            first, second = _svd_factors(weight.flatten(1), rank)
+            return (second @ first).view_as(weight)
+        if decomposition == "tucker2":
+            u_out, u_in, core = _tucker2_factors(weight, rank)
+            return torch.einsum("rshw,or,is->oihw", core, u_out, u_in).to(weight.dtype)
+        out_ch, in_ch, kh, kw = weight.shape
+        right, left = _svd_factors(weight.permute(1, 2, 0, 3).reshape(in_ch * kh, out_ch * kw), rank)
+        return (left @ right).reshape(in_ch, kh, out_ch, kw).permute(2, 0, 1, 3).contiguous()
 
 
 def factorise(layer: nn.Module, rank: int, decomposition: str) -> nn.Sequential:
@@ -87,12 +118,18 @@ def _svd_factors(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.T
     return (root[:, None] * vh[:rank]).to(matrix.dtype), (u[:, :rank] * root).to(matrix.dtype)
 
 
+def _tucker2_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The HOSVD of a kernel truncated along its output and input modes, in float64:
+    ``u_out`` (out, r), ``u_in`` (in, r) and the core (r, r, kh, kw)."""
+    w = weight.double()
+    u_out = torch.linalg.svd(w.flatten(1), full_matrices=False)[0][:, :rank]
+    u_in = torch.linalg.svd(w.transpose(0, 1).flatten(1), full_matrices=False)[0][:, :rank]
+    return u_out, u_in, torch.einsum("oihw,or,is->rshw", w, u_out, u_in)
+
+
 def _tucker2(layer: nn.Conv2d, weight: torch.Tensor, rank: int, bias: bool) -> nn.Sequential:
     out_ch, in_ch, kh, kw = weight.shape
-    w = weight.double()
-    u_out = torch.linalg.svd(w.flatten(1), full_matrices=False)[0][:, :rank]               # (out, r)
-    u_in = torch.linalg.svd(w.transpose(0, 1).flatten(1), full_matrices=False)[0][:, :rank]  # (in, r)
-    core = torch.einsum("oihw,or,is->rshw", w, u_out, u_in)                                  # (r, r, kh, kw)
+    u_out, u_in, core = _tucker2_factors(weight, rank)
     first = nn.Conv2d(in_ch, rank, 1, bias=False)
     middle = nn.Conv2d(rank, rank, (kh, kw), layer.stride, layer.padding, bias=False)
     last = nn.Conv2d(rank, out_ch, 1, bias=bias)

@@ -12,11 +12,13 @@ from ..core.kinds import Kind, is_number
 from ..core.ops import Op
 from ..core.patterns import parse_pattern, pattern_sparsity, zeroed_weights
 from ..core.space import ChannelGroup, Knob, LayerInfo, Space
+from ..evaluators.recovery import Constraint
 from .base import Operator
 from .conv1d import linearise
 
 SPARSITY_LOW_DENSITY = 0.05
-"""The smallest density (kept fraction of a weight) a sparsity knob may ask for."""
+"""The smallest density (kept fraction of a weight) a sparsity knob may ask for: 0.5%, so a
+layer can be pruned 200x and a model 50x and more (the ADMM papers' LeNets)."""
 
 
 class WeightMask(nn.Module):
@@ -74,17 +76,53 @@ class MagnitudeSparsity(Operator):
 
     def apply(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping], example_input) -> None:
         linearise(model)  # Hugging Face Conv1D layers as nn.Linear: masks are chosen per output row
-        for name, s in settings.items():
-            sparsity = float(s.get("sparsity", 0.0))
-            if sparsity <= 0 or s.get("rank"):
-                continue
+        for name, sparsity, pattern in _masked(settings):
             module = model.get_submodule(name)
-            pattern = str(s.get("pattern", "unstructured"))
             if space.layer(name).kind == "attention":
                 _mask_projections(module, space.layer(name), sparsity, pattern)
                 continue
             mask = magnitude_mask(module.weight, sparsity, pattern)
             parametrize.register_parametrization(module, "weight", WeightMask(mask, pattern))
+
+    def constraints(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping]) -> list[Constraint]:
+        """Each masked weight projected onto its magnitude mask (``magnitude_mask``; an
+        ``nn.MultiheadAttention``'s projections as ``apply`` masks them)."""
+        found = []
+        for name, sparsity, pattern in _masked(settings):
+            module = model.get_submodule(name)
+            weights = [(name, "weight", module, False)]
+            if space.layer(name).kind == "attention":
+                key_rows, _, query_rows = space.layer(name).rows
+                weights = [(name, "in_proj_weight", module, key_rows != query_rows),
+                           (f"{name}.out_proj", "weight", module.out_proj, False)]
+            for prefix, attribute, owner, split in weights:
+                project = _split_projection(sparsity, pattern) if split else _projection(sparsity, pattern)
+                found.append(Constraint(f"{prefix}.{attribute}", getattr(owner, attribute), project,
+                                        (SparsityKind.name,), sparsity, pattern))
+        return found
+
+
+def _masked(settings: Mapping[str, Mapping]):
+    """``(layer, sparsity, pattern)`` of every layer the settings mask (not factorised ones)."""
+    for name, s in settings.items():
+        sparsity = float(s.get("sparsity", 0.0))
+        if sparsity > 0 and not s.get("rank"):
+            yield name, sparsity, str(s.get("pattern", "unstructured"))
+
+
+def _projection(sparsity: float, pattern: str):
+    def project(weight: torch.Tensor) -> torch.Tensor:
+        return weight * magnitude_mask(weight, sparsity, pattern)
+    return project
+
+
+def _split_projection(sparsity: float, pattern: str):
+    """For an ``in_proj_weight`` of cross-attention: query rows and key/value rows apart."""
+    def project(weight: torch.Tensor) -> torch.Tensor:
+        width = weight.shape[0] // 3
+        return torch.cat([weight[:width] * magnitude_mask(weight[:width], sparsity, pattern),
+                          weight[width:] * magnitude_mask(weight[width:], sparsity, pattern)])
+    return project
 
 
 def _mask_projections(attention: nn.Module, layer: LayerInfo, sparsity: float, pattern: str) -> None:

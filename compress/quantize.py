@@ -12,6 +12,7 @@ from ..core.kinds import Kind
 from ..core.ops import Op
 from ..core.patterns import BITS, bits_for
 from ..core.space import ChannelGroup, Knob, LayerInfo, Space
+from ..evaluators.recovery import Constraint
 from .base import Operator
 from .conv1d import linearise
 
@@ -70,6 +71,30 @@ class BitWidth(Operator):
                 parametrize.register_parametrization(target, "weight", FakeQuantize(bits))
             if isinstance(getattr(module, "in_proj_weight", None), torch.Tensor):  # nn.MultiheadAttention's
                 parametrize.register_parametrization(module, "in_proj_weight", FakeQuantize(bits))
+
+    def constraints(self, model: nn.Module, space: Space, settings: Mapping[str, Mapping]) -> list[Constraint]:
+        """Each quantised weight projected onto its rounding (``quantize``).  A layer that is
+        also factorised has none: its factors, which are quantised, exist only after
+        ``apply`` (the regime trains it towards its rank alone)."""
+        found = []
+        for name, s in settings.items():
+            bits = int(s.get("bits", 32))
+            if bits >= 32 or s.get("rank"):
+                continue
+            module = model.get_submodule(name)
+            for qualified, target in module.named_modules(prefix=name):
+                if isinstance(target, (nn.Conv2d, nn.Linear)):
+                    found.append(Constraint(f"{qualified}.weight", target.weight, _projection(bits), (BitsKind.name,)))
+            if isinstance(getattr(module, "in_proj_weight", None), torch.Tensor):
+                found.append(Constraint(f"{name}.in_proj_weight", module.in_proj_weight, _projection(bits),
+                                        (BitsKind.name,)))
+        return found
+
+
+def _projection(bits: int):
+    def project(weight: torch.Tensor) -> torch.Tensor:
+        return quantize(weight, bits)
+    return project
 
 
 class BitsKind(Kind):

@@ -8,7 +8,7 @@ model's output whatever ``batches.logits`` reads.  Each function runs on ``runti
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -66,7 +66,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, steps: int, runtim
 
 def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int,
             lr: float = 1e-3, temperature: float = 4.0, seed: int = 0, runtime: Runtime = CPU,
-            metric: str | Metric | None = None) -> None:
+            metric: str | Metric | None = None, penalty: Callable[[], torch.Tensor] | None = None,
+            after_step: Callable[[int], None] | None = None) -> None:
     """Fine-tune ``student`` for ``steps`` batches with knowledge distillation from
     ``teacher``: loss = task loss + T^2 * KL(student_T || teacher_T), the task loss being
     the metric's (``Metric.loss``: cross entropy; shifted next-token cross entropy for
@@ -75,8 +76,10 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
     scaler).  Deterministic for a seed on the CPU.
 
     Weight constraints attached as parametrizations (masks, fake quantisation) hold
-    throughout: only the underlying weights are trained.  FloatingPointError when the
-    loss stops being finite.
+    throughout: only the underlying weights are trained.  A recovery regime adds
+    ``penalty()`` (a scalar tensor) to every step's loss and has ``after_step(step)``
+    called after every optimiser step (steps counted from 0).  FloatingPointError when
+    the loss stops being finite.
     """
     if steps <= 0:
         return
@@ -88,7 +91,7 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     scaler = runtime.scaler()
-    for batch in itertools.islice(_cycle(batches), steps):
+    for step, batch in enumerate(itertools.islice(_cycle(batches), steps)):
         inputs, target = runtime.batch(_batches.split(batch))
         with runtime.autocast():
             with torch.no_grad():
@@ -99,6 +102,8 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
                                          reduction="batchmean", log_target=True)
         if target is not None:
             loss = loss + metric.loss(logits, target)
+        if penalty is not None:
+            loss = loss + penalty()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"fine-tune loss became {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
@@ -106,6 +111,8 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
         scaler.step(optimizer)
         scaler.update()
         schedule.step()
+        if after_step is not None:
+            after_step(step)
     student.eval()
 
 

@@ -77,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--finetune-steps", type=int, default=20, metavar="N",
                    help="distillation fine-tune steps per trial in the proxy (default 20)")
     s.add_argument("--final-finetune-steps", type=int, default=300, metavar="N",
-                   help="distillation fine-tune steps for the chosen recipe (default 300)")
+                   help="training steps recovering the chosen recipe, the regime's and the fine-tune's (default 300)")
+    s.add_argument("--final-recovery", default="distill", metavar="NAME",
+                   help="recovery regime of the chosen recipe, one of: " + ", ".join(_recovery_names())
+                        + " (default distill; every trial's proxy uses distill)")
+    s.add_argument("--recovery-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the recovery regime, e.g. --recovery-option rho=0.001 (repeatable; see README)")
     s.add_argument("--knobs", metavar="KINDS",
                    help="knob kinds to search, comma-separated from channels, sparsity, rank, bits "
                         "(default: those that lower the budget's metrics: channels for flops; "
@@ -129,8 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("recipe", metavar="RECIPE", help="a recipe.yaml written by search")
     a.add_argument("--out", metavar="FILE.pt2", help="where to write the exported model (default beside the recipe)")
     a.add_argument("--finetune", type=float, metavar="EPOCHS",
-                   help="fine-tune (distillation from the base model) for this many epochs of the training data "
-                        "instead of the recipe's final fine-tune steps")
+                   help="recover for this many epochs of the training data (the regime's and the fine-tune's "
+                        "together) instead of the recipe's steps")
+    a.add_argument("--recovery", metavar="NAME",
+                   help="recover with this regime instead of the recipe's, one of: " + ", ".join(_recovery_names()))
+    a.add_argument("--recovery-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the recovery regime (repeatable)")
     a.add_argument("--onnx", action="store_true",
                    help="also write FILE.onnx (dynamic batch, BatchNorm folded; needs pip install "
                         "'autocompress[onnx]')")
@@ -265,7 +274,13 @@ def _strategy_names() -> list[str]:
     return list(STRATEGIES)
 
 
-def _options(pairs: list[str]) -> dict:
+def _recovery_names() -> list[str]:
+    from ..evaluators.recovery import recovery_names
+
+    return recovery_names()
+
+
+def _options(pairs: list[str], flag: str = "--option") -> dict:
     """``--option key=value`` pairs, values read as YAML scalars (numbers, true/false)."""
     import yaml
 
@@ -275,7 +290,7 @@ def _options(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip().isidentifier():
-            raise AutocompressError(f"--option {pair!r} is not of the form key=value")
+            raise AutocompressError(f"{flag} {pair!r} is not of the form key=value")
         try:
             options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
@@ -360,8 +375,10 @@ def _search(args) -> int:
         sparsity_pattern=args.sparsity_pattern, conv_decomposition=args.decomposition,
         max_accuracy_drop=args.max_accuracy_drop, objective=args.objective, channel_multiple=args.channel_multiple,
         latency_batch=args.latency_batch, metric=args.metric or "accuracy",
-        strategy_options=_options(args.option),
+        strategy_options=_options(args.option), final_recovery=args.final_recovery,
+        recovery_options=_options(args.recovery_option, "--recovery-option"),
     )
+    settings.make_recovery()  # an unknown regime or option: one line, before the search
     ray_options = {}
     if args.backend == "ray":
         ray_options = {"address": args.address, "workers": args.workers, "cpus_per_trial": args.cpus_per_trial,
@@ -409,7 +426,7 @@ def _apply(args) -> int:
     from ..compress.export import export_model, export_onnx, require_onnx
     from ..core.errors import AutocompressError
     from ..core.recipe import Recipe
-    from ..engine.recipes import finetune_steps_for, replay
+    from ..engine.recipes import finetune_steps_for, replaced_recovery, replay
     from ..latency_models.measured import measure_pair
     from ..models.workload import load_workload
     from ..report.table import comparison
@@ -420,13 +437,16 @@ def _apply(args) -> int:
         odd = next((f"{n} at {b} bits" for n, b in quantised.items() if b != 8), "no quantised layer")
         raise AutocompressError(f"--int8 needs every quantised layer of the recipe at 8 bits; it has {odd}")
     where = _runtime(args)
+    options = _options(args.recovery_option, "--recovery-option")
+    regime = replaced_recovery(recipe.recovery, args.recovery, options)  # an unknown regime: before any work
     workload = load_workload(args.model, args.weights, args.data)
     if args.finetune is not None:
-        print(f"fine-tuning {args.finetune:g} epochs ({finetune_steps_for(workload, args.finetune)} steps) with "
-              "distillation from the base model")
+        print(f"recovering {args.finetune:g} epochs ({finetune_steps_for(workload, args.finetune)} steps) with "
+              f"{regime.get('method', 'distill')} from the base model")
     if args.onnx:
         require_onnx()  # before the fine-tune, not after it
-    model, metrics = replay(workload, recipe, args.finetune, runtime=where, metric=args.metric)
+    model, metrics = replay(workload, recipe, args.finetune, runtime=where, metric=args.metric,
+                            recovery=args.recovery, recovery_options=options)
     _, metrics["latency_cpu_ms"] = measure_pair(workload.model, model, workload.example_input)
     out = Path(args.out) if args.out else Path(args.recipe).with_name("model.pt2")
     export_model(model, workload.example_input, out)

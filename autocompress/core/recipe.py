@@ -6,8 +6,11 @@ compression kinds, ``core.kinds``: ``out_channels``, ``sparsity`` with its ``pat
 ``rank`` with its ``decomposition``, ``bits``, and an attention layer's kept ``heads``;
 each kind validates its own), ``metrics`` (``base`` and ``compressed``, each with at least ``flops``,
 ``params`` and the metric's value), ``search`` (strategy, trials, seed, best_trial...),
-``recovery`` (how weights are recovered after compression: BatchNorm calibration and
-distillation fine-tune settings, replayed by ``apply``), ``excluded`` (layers left out
+``recovery`` (how weights are recovered after compression, replayed by ``apply``:
+BatchNorm calibration, ``finetune_steps`` of training in all with ``lr``, ``temperature``
+and ``seed``, and the regime that trains them: ``method`` with its ``params``, written
+only when it is not ``distill``, today's distillation fine-tune, which a recipe without
+``method`` means), ``excluded`` (layers left out
 of the space, with the reason) and ``metric`` (the quality metric the search scored with
 and ``metrics`` holds under its name: ``accuracy``, ``top5``, ``perplexity``,
 ``neg_loss`` or a function's ``pkg.module:fn``; written only when it is not
@@ -29,6 +32,8 @@ from .kinds import field_owners, is_number, kinds
 
 SCHEMA = 1
 RECOVERY_DEFAULTS = {"calibration_batches": 20, "finetune_steps": 0, "lr": 1e-3, "temperature": 4.0, "seed": 0}
+DEFAULT_METHOD = "distill"
+"""The recovery regime of a recipe whose ``recovery`` names no ``method``."""
 
 
 @dataclass
@@ -147,16 +152,7 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
             if value is not None and not is_number(value):
                 raise _fail(source, f"metrics.{side}.{key} must be a number, got {value!r}")
 
-    recovery = dict(RECOVERY_DEFAULTS)
-    given = data.get("recovery", {}) or {}
-    if not isinstance(given, Mapping):
-        raise _fail(source, "field 'recovery' must be a mapping")
-    for key, value in given.items():
-        if key not in RECOVERY_DEFAULTS:
-            raise _fail(source, f"recovery has unknown setting {key!r}; known: {', '.join(RECOVERY_DEFAULTS)}")
-        if not is_number(value) or value < 0:
-            raise _fail(source, f"recovery.{key} must be a non-negative number, got {value!r}")
-        recovery[key] = value
+    recovery = _recovery(data.get("recovery", {}) or {}, source)
 
     metric = data.get("metric", "accuracy")
     if not isinstance(metric, str) or not metric.strip():
@@ -177,3 +173,31 @@ def _validate(data: Any, source: str) -> dict[str, Any]:
         "excluded": {str(k): str(v) for k, v in excluded.items()},
         "metric": metric,
     }
+
+
+def _recovery(given: Any, source: str) -> dict[str, Any]:
+    """The recovery settings with defaults filled in; ``method`` (a regime's name) and its
+    ``params`` (scalars by name) kept only when the method is not ``distill``.  Whether a
+    regime of that name exists is checked where it is built (``evaluators.recovery``)."""
+    if not isinstance(given, Mapping):
+        raise _fail(source, "field 'recovery' must be a mapping")
+    recovery = dict(RECOVERY_DEFAULTS)
+    known = [*RECOVERY_DEFAULTS, "method", "params"]
+    for key, value in given.items():
+        if key not in known:
+            raise _fail(source, f"recovery has unknown setting {key!r}; known: {', '.join(known)}")
+        if key in ("method", "params"):
+            continue
+        if not is_number(value) or value < 0:
+            raise _fail(source, f"recovery.{key} must be a non-negative number, got {value!r}")
+        recovery[key] = value
+    method = given.get("method", DEFAULT_METHOD)
+    if not isinstance(method, str) or not method.strip():
+        raise _fail(source, f"recovery.method must name a recovery regime such as admm, got {method!r}")
+    params = given.get("params", {}) or {}
+    if not isinstance(params, Mapping) or not all(
+            isinstance(k, str) and (is_number(v) or isinstance(v, (str, bool))) for k, v in params.items()):
+        raise _fail(source, f"recovery.params must map option names to numbers or strings, got {params!r}")
+    if method != DEFAULT_METHOD or params:
+        recovery["method"], recovery["params"] = method, dict(params)
+    return recovery

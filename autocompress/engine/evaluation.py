@@ -1,5 +1,7 @@
 """Evaluating one trial: the space a search turns, the base model's metrics, the budget's
-limits, recovery (BatchNorm recalibration and distillation) and the proxy score.
+limits, recovery (structure first, a recovery regime on the dense weights, the weight
+constraints, BatchNorm recalibration and the masked distillation fine-tune) and the
+proxy score.
 
 Recovery and scoring run on a ``Runtime``'s device (a candidate is compressed on the CPU,
 moved there, and moved back to count its costs); the teacher is the base model, or its
@@ -7,20 +9,22 @@ copy on the device."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import torch.nn as nn
 
-from ..compress import compress
+from ..compress import constrain, restructure, weight_constraints
 from ..core.budget import Budget
+from ..core.recipe import DEFAULT_METHOD
 from ..core.space import Space
 from ..core.trial import SCAN, SEARCH
 from ..core.workload import Workload
 from ..evaluators import distill, evaluate, measure_costs, recalibrate_batchnorm
 from ..evaluators.device import CPU, Runtime
 from ..evaluators.metrics import Metric, get_metric
+from ..evaluators.recovery import Recovery, TrainingRun, get_recovery
 from ..latency_models import LatencyModel, get_latency_model
 from ..latency_models.registry import model_from_dict
 from ..spaces import build_space
@@ -83,13 +87,46 @@ def limits_for(budget: Budget, base: dict[str, float]) -> dict[str, float]:
     return {t.cost_name: t.limit(base[t.cost_name]) for t in budget.terms}
 
 
-def recover(model: nn.Module, teacher: nn.Module, workload: Workload, recovery: dict[str, Any],
-            runtime: Runtime = CPU, metric: Metric | None = None) -> None:
-    """Recalibrate BatchNorm, then fine-tune with distillation from ``teacher`` (the
-    metric's task loss, ``Metric.loss``), on ``runtime`` (both models on its device)."""
-    recalibrate_batchnorm(model, workload.train, int(recovery["calibration_batches"]), runtime)
-    distill(model, teacher, workload.train, int(recovery["finetune_steps"]), float(recovery["lr"]),
-            float(recovery["temperature"]), int(recovery["seed"]), runtime, metric)
+def recovery_regime(recovery: Mapping[str, Any]) -> Recovery:
+    """The regime a recipe's (or the settings') recovery names (``method`` with its
+    ``params``; ``distill`` without one).  AutocompressError for an unknown one."""
+    return get_recovery(str(recovery.get("method", DEFAULT_METHOD)), **dict(recovery.get("params", {}) or {}))
+
+
+def compress_and_recover(workload: Workload, space: Space, layers: Mapping[str, Mapping[str, Any]],
+                         recovery: Mapping[str, Any], runtime: Runtime = CPU, metric: Metric | None = None,
+                         teacher: nn.Module | None = None,
+                         constrained: Callable[[nn.Module], None] | None = None) -> nn.Module:
+    """The compressed model of resolved per-layer ``layers``, recovered as ``recovery``
+    says, on ``runtime``'s device with its weight constraints attached.
+
+    Structure (channels, heads) is removed from a copy of the model; the recovery's regime
+    (``recovery_regime``) trains the dense weights towards the constraints for its share
+    of ``finetune_steps``, distilling from ``teacher`` (the base model on the device;
+    placed there when None); the constraints are computed from the trained weights (on
+    the CPU, as ``compress`` does); BatchNorm is recalibrated; ``constrained(model)`` is
+    called (to measure the model right after the constraints); the masked distillation
+    fine-tune runs the remaining steps.  What the regime or the data raise propagates."""
+    regime = recovery_regime(recovery)
+    first, rest = regime.split(int(recovery["finetune_steps"]))
+    model = restructure(workload.model, space, layers, workload.example_input)
+    teacher = teacher if teacher is not None else runtime.place(workload.model)
+    calibration = int(recovery["calibration_batches"])
+    if first > 0:
+        model.to(runtime.device)
+        recalibrate_batchnorm(model, workload.train, calibration, runtime)
+        run = TrainingRun(teacher, workload.train, first, float(recovery["lr"]), float(recovery["temperature"]),
+                          int(recovery["seed"]), runtime, metric)
+        regime.train(model, weight_constraints(model, space, layers), run)
+        model.cpu().eval()
+    constrain(model, space, layers, workload.example_input)
+    model.to(runtime.device)
+    recalibrate_batchnorm(model, workload.train, calibration, runtime)
+    if constrained is not None:
+        constrained(model)
+    distill(model, teacher, workload.train, rest, float(recovery["lr"]), float(recovery["temperature"]),
+            int(recovery["seed"]), runtime, metric)
+    return model
 
 
 def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float], settings: SearchSettings,
@@ -101,10 +138,8 @@ def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float]
     Recovery and scoring run on ``runtime`` with ``teacher`` (the base model on its
     device; placed here when None); costs are counted on the CPU."""
     metric = settings.make_metric()
-    model = compress(workload.model, space, space.resolve(candidate, channel_order), workload.example_input)
-    model.to(runtime.device)
-    teacher = teacher if teacher is not None else runtime.place(workload.model)
-    recover(model, teacher, workload, settings.recovery(final=False, scan=purpose == SCAN), runtime, metric)
+    model = compress_and_recover(workload, space, space.resolve(candidate, channel_order),
+                                 settings.recovery(final=False, scan=purpose == SCAN), runtime, metric, teacher)
     value = evaluate(model, workload.val, metric, runtime)  # with the weight constraints attached, as measured
     if not math.isfinite(value):
         raise FloatingPointError(f"{metric.name} is not finite")

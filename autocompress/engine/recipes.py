@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch.nn as nn
 
-from ..compress import bake, compress
+from ..compress import bake
 from ..core import __version__
 from ..core import budget as _budget
 from ..core.errors import AutocompressError, RecipeError, StudyError
-from ..core.recipe import Recipe
+from ..core.recipe import DEFAULT_METHOD, Recipe
 from ..core.space import Space
 from ..core.trial import COMPLETE, SCAN, TrialRecord, finished
 from ..core.workload import Workload
@@ -25,7 +26,15 @@ from ..latency_models.calibration import calibrate_latency
 from ..latency_models.measured import measure_pair
 from ..search import Problem
 from ..spaces import build_space
-from .evaluation import latency_models_for, limits_for, predicted_latency, recover, search_space, with_latency_models
+from .evaluation import (
+    compress_and_recover,
+    latency_models_for,
+    limits_for,
+    predicted_latency,
+    recovery_regime,
+    search_space,
+    with_latency_models,
+)
 from .settings import SearchSettings, recorded_metric
 from .study import Study, study_location
 
@@ -49,8 +58,8 @@ def measured_recipe(workload: Workload, settings: SearchSettings, problem: Probl
     """The recipe of one trial, replayed (final fine-tune on ``runtime``, distilled from
     ``teacher``, the base model on its device) and measured, with its model (on the CPU)."""
     recipe = recipe_for(workload, settings, problem, record, finished(history))
-    log.info("fine-tuning the recipe of trial %d (%d steps) on %s", record.number, settings.final_finetune_steps,
-             runtime)
+    log.info("recovering the recipe of trial %d (%s, %d steps) on %s", record.number, settings.final_recovery,
+             settings.final_finetune_steps, runtime)
     model, compressed = replay(workload, recipe, latency_models=settings.latency_models, runtime=runtime,
                                metric=settings.make_metric(), teacher=teacher)
     compressed.update(predicted_latency(problem.space, recipe.layers))  # calibrated, at the search's batch
@@ -139,7 +148,7 @@ def export_trial(workload: Workload, out: str | Path, trial: int, path: str | Pa
     problem = Problem(space, limits_for(settings.budget, base), base,
                       base_score=study.base.get("proxy_accuracy", 100.0),
                       max_accuracy_drop=settings.max_accuracy_drop, objective=settings.objective, workload=workload,
-                      recovery=settings.recovery(final=False))
+                      recovery=settings.recovery(final=False), metric=settings.make_metric())
     recipe, model = measured_recipe(workload, settings, problem, record, history, runtime)
     path = Path(path) if path is not None else out / f"recipe-trial-{trial}.yaml"
     recipe.save(path)
@@ -164,27 +173,29 @@ def check_recipe(workload: Workload, recipe: Recipe) -> Space:
 
 def replay(workload: Workload, recipe: Recipe, finetune_epochs: float | None = None,
            latency_models: Mapping[str, LatencyModel] | None = None, runtime: Runtime = CPU,
-           metric: str | Metric | None = None, teacher: nn.Module | None = None) -> tuple[nn.Module, dict[str, float]]:
+           metric: str | Metric | None = None, teacher: nn.Module | None = None,
+           recovery: str | None = None, recovery_options: Mapping[str, Any] | None = None,
+           constrained: Callable[[nn.Module], None] | None = None) -> tuple[nn.Module, dict[str, float]]:
     """Rebuild the compressed model a recipe describes, measure it (the recipe's metric on
     the test split, under the metric's name) and return it baked into plain modules, on
-    the CPU.  ``finetune_epochs`` replaces the recipe's final fine-tune (distillation
-    from the base model) by that many passes over the training batches.  Recovery and
-    scoring run on ``runtime`` (``teacher``: the base model on its device, copied there
-    when None); costs are counted on the CPU.  ``metric`` replaces the recipe's metric
-    (a recipe scored with a ``pkg.module:fn`` needs it given again: AutocompressError).
-    Latency budgets are predicted with their targets' analytic models (``latency_models``:
-    the one to use for a target, by target name)."""
+    the CPU.  Recovery is the recipe's (``engine.evaluation.compress_and_recover``):
+    ``finetune_epochs`` replaces its training steps by that many passes over the training
+    batches, ``recovery`` (a regime's name) with ``recovery_options`` replaces its regime.
+    Recovery and scoring run on ``runtime`` (``teacher``: the base model on its device,
+    copied there when None); costs are counted on the CPU.  ``metric`` replaces the
+    recipe's metric (a recipe scored with a ``pkg.module:fn`` needs it given again:
+    AutocompressError; an unknown regime or option too).  ``constrained(model)`` is
+    called right after the constraints are applied, before the fine-tune.  Latency
+    budgets are predicted with their targets' analytic models (``latency_models``: the
+    one to use for a target, by target name)."""
     from ..models.workload import load_metric
 
     space = check_recipe(workload, recipe)
     metric = load_metric(recorded_metric(recipe.metric, metric, "the recipe", same=False))
-    model = compress(workload.model, space, recipe.layers, workload.example_input)
-    recovery = dict(recipe.recovery)
+    settings = replaced_recovery(recipe.recovery, recovery, recovery_options)
     if finetune_epochs is not None:
-        recovery["finetune_steps"] = finetune_steps_for(workload, finetune_epochs)
-    model.to(runtime.device)
-    teacher = teacher if teacher is not None else runtime.place(workload.model)
-    recover(model, teacher, workload, recovery, runtime, metric)
+        settings["finetune_steps"] = finetune_steps_for(workload, finetune_epochs)
+    model = compress_and_recover(workload, space, recipe.layers, settings, runtime, metric, teacher, constrained)
     value = evaluate(model, workload.test, metric, runtime)
     model.cpu()
     metrics = measure_costs(model, workload.example_input)
@@ -193,6 +204,25 @@ def replay(workload: Workload, recipe: Recipe, finetune_epochs: float | None = N
     metrics.update(predicted_latency(replace(space, latency_models=analytic), recipe.layers))
     metrics[metric.name] = value
     return bake(model), metrics
+
+
+def replaced_recovery(recovery: Mapping[str, Any], method: str | None,
+                      options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A recipe's ``recovery`` with its regime replaced by ``method`` (its ``options`` as
+    params) where one is given, or its options updated by ``options``; the regime is
+    built to check them (AutocompressError naming the regimes or options allowed)."""
+    recovery = dict(recovery)
+    if method is not None:
+        recovery["method"], recovery["params"] = method, dict(options or {})
+    elif options:
+        recovery["params"] = {**recovery.get("params", {}), **options}
+    regime = recovery_regime(recovery)
+    if recovery.get("method", DEFAULT_METHOD) == DEFAULT_METHOD:
+        recovery.pop("method", None)
+        recovery.pop("params", None)
+    else:
+        recovery["params"] = regime.get_params()
+    return recovery
 
 
 def finetune_steps_for(workload: Workload, epochs: float) -> int:

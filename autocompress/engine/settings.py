@@ -15,16 +15,18 @@ from ..core import budget as _budget
 from ..core.budget import Budget
 from ..core.errors import AutocompressError, StudyError
 from ..core.kinds import kinds_for_metric
+from ..core.recipe import DEFAULT_METHOD
 from ..core.space import Space
 from ..core.workload import Workload
 from ..evaluators.metrics import Metric, is_builtin
+from ..evaluators.recovery import Recovery, get_recovery
 from ..latency_models.base import LatencyModel
 from ..latency_models.registry import model_from_dict
 from ..search import STRATEGIES, Strategy, get_strategy
 
 OBJECTIVES = ("accuracy", "pareto")
 SCHEMA = 1  # of the stored settings; a study stored otherwise is refused (StudyError)
-ADDED = {"metric": "accuracy"}
+ADDED = {"metric": "accuracy", "final_recovery": "distill", "recovery_options": {}}
 """Settings added to schema 1 later, with the value a study stored without them was made with."""
 
 
@@ -53,7 +55,9 @@ class SearchSettings:
     ``knobs`` names the knob kinds to search (empty: the strategy's ``knob_kinds``, else
     those that can lower the budget's metrics, ``core.kinds.kinds_for_metric``);
     ``sparsity_pattern`` and ``conv_decomposition`` shape the sparsity and rank knobs (see
-    ``spaces.build_space``).
+    ``spaces.build_space``).  ``final_recovery`` names the recovery regime of the chosen
+    recipe (``evaluators.recovery``; ``distill`` is the distillation fine-tune every trial's
+    proxy uses), built with ``recovery_options``; it trains within ``final_finetune_steps``.
     """
 
     budget: Budget
@@ -73,15 +77,27 @@ class SearchSettings:
     max_accuracy_drop: float = 1.0
     objective: str = "accuracy"
     metric: str | Metric = "accuracy"
+    final_recovery: str = "distill"
+    recovery_options: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     latency_models: dict[str, LatencyModel] = field(default_factory=dict)
 
     def recovery(self, final: bool, scan: bool = False) -> dict[str, Any]:
-        return {
+        """The recovery of a trial's proxy (distillation: ``finetune_steps``, none for a
+        scan) or of the chosen recipe (``final``: ``final_recovery`` with its options
+        over ``final_finetune_steps``), as a recipe records it."""
+        recovery = {
             "calibration_batches": self.calibration_batches,
             "finetune_steps": 0 if scan else self.final_finetune_steps if final else self.finetune_steps,
             "lr": self.lr, "temperature": self.temperature, "seed": self.seed,
         }
+        if final and (self.final_recovery != DEFAULT_METHOD or self.recovery_options):
+            recovery.update(method=self.final_recovery, params=self.make_recovery().get_params())
+        return recovery
+
+    def make_recovery(self) -> Recovery:
+        """The final recovery regime (AutocompressError for an unknown one or option)."""
+        return get_recovery(self.final_recovery, **self.recovery_options)
 
     @property
     def strategy_name(self) -> str:
@@ -139,7 +155,8 @@ class SearchSettings:
             "knobs": list(self.knob_kinds()), "sparsity_pattern": self.sparsity_pattern,
             "conv_decomposition": self.conv_decomposition, "channel_multiple": self.channel_multiple,
             "latency_batch": self.latency_batch, "max_accuracy_drop": self.max_accuracy_drop,
-            "objective": self.objective, "metric": self.metric_spec,
+            "objective": self.objective, "metric": self.metric_spec, "final_recovery": self.final_recovery,
+            "recovery_options": self.make_recovery().get_params(),
             "latency_models": {target: model.to_dict() for target, model in sorted(self.latency_models.items())},
         }
         try:
@@ -166,7 +183,10 @@ class SearchSettings:
             sparsity_pattern=data["sparsity_pattern"], conv_decomposition=data["conv_decomposition"],
             channel_multiple=int(data["channel_multiple"]), latency_batch=int(data["latency_batch"]),
             max_accuracy_drop=float(data["max_accuracy_drop"]), objective=data["objective"],
-            metric=str(data.get("metric", ADDED["metric"])), strategy_options=dict(data["strategy_params"]),
+            metric=str(data.get("metric", ADDED["metric"])),
+            final_recovery=str(data.get("final_recovery", ADDED["final_recovery"])),
+            recovery_options=dict(data.get("recovery_options", ADDED["recovery_options"])),
+            strategy_options=dict(data["strategy_params"]),
             latency_models={target: model_from_dict(model, f"the study's latency model for {target!r}")
                             for target, model in data["latency_models"].items()},
         )

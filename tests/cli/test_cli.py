@@ -170,7 +170,23 @@ def test_stopped_search_resumes_with_the_same_command(tmp_path, sig):
     (["--sparsity-pattern", "5:4"], "N:M with N < M"),
     (["--strategy", "annealing"], "unknown strategy"),
     (["--trials", "0"], "--trials 0"),
+    (["--final-recovery", "annealing"], "unknown recovery regime 'annealing'; use one of distill"),
+    (["--recovery-option", "rho=1"], "recovery regime 'distill' has no option 'rho'"),
+    (["--recovery-option", "rho"], "--recovery-option 'rho' is not of the form key=value"),
 ])
 def test_bad_search_options_get_one_line(args, expect, tmp_path, capsys):
     assert main(["search", "--out", str(tmp_path / "r"), *args]) == 2
     assert expect in _one_clean_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--recovery", "annealing"], "unknown recovery regime 'annealing'"),
+    (["--recovery", "distill", "--recovery-option", "rho=1"], "has no option 'rho'"),
+])
+def test_bad_recovery_for_apply_gets_one_line(args, expect, tmp_path, capsys):
+    from pathlib import Path
+
+    recipe = Path(__file__).parent.parent / "data" / "recipe_demo_flops.yaml"
+    assert main(["apply", str(recipe), "--out", str(tmp_path / "m.pt2"), *args]) == 2
+    assert expect in _one_clean_line(capsys.readouterr().err)
+    assert not (tmp_path / "m.pt2").exists()

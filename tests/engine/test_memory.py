@@ -16,14 +16,14 @@ def test_a_search_holds_the_base_and_one_candidate(tmp_path, monkeypatch):
     gc.collect()
     before = sum(isinstance(o, DemoNet) for o in gc.get_objects())  # the base, and any earlier tests left
     alive: list[int] = []
-    recover = evaluation.recover
+    distill = evaluation.distill
 
-    def counting(model, teacher, *args, **kwargs):
-        recover(model, teacher, *args, **kwargs)
+    def counting(model, teacher, *args, **kwargs):  # the fine-tune, the last step of recovery
+        distill(model, teacher, *args, **kwargs)
         gc.collect()
         alive.append(sum(isinstance(o, DemoNet) for o in gc.get_objects()))
 
-    monkeypatch.setattr(evaluation, "recover", counting)
+    monkeypatch.setattr(evaluation, "distill", counting)
     settings = SearchSettings(budget.parse("flops=0.5"), trials=4, strategy="random", finetune_steps=2,
                               final_finetune_steps=0, calibration_batches=2)
     run_search(workload, settings, tmp_path, progress=False)
