@@ -25,6 +25,7 @@ from torch_pruning.dependency.group import Group
 from torch_pruning.ops import OPTYPE
 
 from ..evaluators import batches
+from .tracing import no_cache
 
 _INDEX_MAPPINGS = {
     OPTYPE.CONCAT: index_mapping.update_concat_index_mapping,
@@ -158,7 +159,8 @@ class ChannelGraph(tp.DependencyGraph):
 
 def channel_graph(model: nn.Module, example_input: batches.Inputs) -> ChannelGraph:
     """The dependency graph of ``model`` on ``example_input`` (its logits are the output
-    traced).  Raises what Torch-Pruning raises where the model cannot be traced at all."""
+    traced; a Hugging Face key/value cache is off while tracing, ``tracing.no_cache``).
+    Raises what Torch-Pruning raises where the model cannot be traced at all."""
     graph, largest = ChannelGraph(), [0]
 
     def hook(module, inputs, output):
@@ -167,7 +169,7 @@ def channel_graph(model: nn.Module, example_input: batches.Inputs) -> ChannelGra
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        with warnings.catch_warnings(), torch.enable_grad():  # Torch-Pruning traces with autograd
+        with warnings.catch_warnings(), torch.enable_grad(), no_cache(model):  # Torch-Pruning traces with autograd
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
             warnings.filterwarnings("ignore", message="Maximum recursive depth")
             graph.build_dependency(model, example_inputs=example_input, output_transform=batches.logits,

@@ -3,7 +3,8 @@ pruning paper, run on the unpruned model with channel masks standing in for prun
 
 Fitness 1 (cheap): the relative reconstruction error of the group's consumers (the next
 layers) against the unpruned model on one small training batch.  Fitness 2: the best
-few individuals re-ranked by accuracy on a few validation batches.
+few individuals re-ranked by the search's metric (accuracy by default) on a few validation
+batches.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import torch.nn as nn
 from ..compress.channel_masks import ChannelMasks
 from ..core.space import Space
 from ..core.workload import Workload
-from ..evaluators import accuracy, batches
+from ..evaluators import batches, evaluate
+from ..evaluators.metrics import Metric, get_metric
 from ._ga import GASettings, evolve
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,12 @@ class ChannelSelection:
 
     ``batch_size`` samples of the first training batch are the reconstruction batch;
     the first ``minival_batches`` validation batches re-rank the ``rerank`` best
-    individuals of each GA.
+    individuals of each GA by ``metric``'s score (default accuracy).
     """
 
     def __init__(self, workload: Workload, space: Space, ga: GASettings, rerank: int = 3,
-                 batch_size: int = 64, minival_batches: int = 1):
+                 batch_size: int = 64, minival_batches: int = 1, metric: Metric | None = None):
+        self.metric = get_metric(metric)
         self.model, self.space, self.ga, self.rerank = workload.model.eval(), space, ga, rerank
         self.batch = batches.first(batches.split(next(iter(workload.train)))[0], batch_size)
         self.minival = list(itertools.islice(workload.val, minival_batches))
@@ -69,7 +72,7 @@ class ChannelSelection:
                 channel_order[group] = ranked
                 log.info("genetic: group %s (%d/%d) keeps %d of %d channels: reconstruction error %.4g "
                          "(magnitude choice %.4g)%s, %.1f s", group, step + 1, len(order), targets[group], len(keep),
-                         error, magnitude_error, "" if accuracy is None else f", mini-val accuracy {accuracy:.2f}%",
+                         error, magnitude_error, "" if accuracy is None else f", mini-val score {accuracy:.4g}",
                          time.perf_counter() - started)
         return channel_order
 
@@ -133,4 +136,5 @@ class ChannelSelection:
         return total / len(names)
 
     def _accuracy(self) -> float:
-        return accuracy(self.model, self.minival) if self.minival else 0.0
+        """The metric's score (higher is better) on the mini-validation batches."""
+        return self.metric.score(evaluate(self.model, self.minival, self.metric)) if self.minival else 0.0

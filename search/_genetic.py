@@ -90,6 +90,7 @@ class GeneticStrategy(Strategy):
         cached = self._cached
         if cached is None or cached[0] is not problem.workload or cached[1] is not problem.space:
             cached = (problem.workload, problem.space, ChannelSelection(
-                problem.workload, problem.space, self.ga, self.rerank, self.batch_size, self.minival_batches))
+                problem.workload, problem.space, self.ga, self.rerank, self.batch_size, self.minival_batches,
+                problem.metric))
             self._cached = cached
         return cached[2]

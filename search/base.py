@@ -39,8 +39,9 @@ class Problem:
     best proxy accuracy within the budget; ``"pareto"``: the whole accuracy/cost front).
     ``workload`` (model and data) is there for strategies that look inside the model
     (genetic, haloc); ``recovery`` holds the proxy's settings (calibration batches,
-    fine-tune steps, lr, temperature); both are None in torch-free tests.  All but the
-    first three are keyword-only.
+    fine-tune steps, lr, temperature); both are None in torch-free tests.  ``metric`` is
+    the search's quality metric (``evaluators.metrics.Metric``; None: accuracy), for
+    strategies that score models themselves.  All but the first three are keyword-only.
     """
 
     space: Space
@@ -52,6 +53,7 @@ class Problem:
     objective: str = "accuracy"
     workload: Workload | None = None
     recovery: Mapping[str, Any] = field(default_factory=dict)
+    metric: Any = None
 
     @property
     def primary_metric(self) -> str:

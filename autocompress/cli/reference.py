@@ -1,6 +1,6 @@
 """The command-line reference, generated from the argparse parser (never written by hand).
 
-``python -m autocompress.cli_reference`` rewrites ``docs/cli.md`` (every command's full
+``python -m autocompress.cli.reference`` (from a source checkout) rewrites ``docs/cli.md`` (every command's full
 ``--help``) and the synopsis between the ``<!-- cli-synopsis -->`` markers in
 ``README.md``; the test suite fails when either is out of date.
 """
@@ -41,7 +41,7 @@ def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
 def reference() -> str:
     """docs/cli.md: every command's help, as ``autocompress COMMAND --help`` prints it."""
     parts = ["# Command-line reference", "",
-             "Generated from the parser by `python -m autocompress.cli_reference`; do not edit by hand.", ""]
+             "Generated from the parser by `python -m autocompress.cli.reference`; do not edit by hand.", ""]
     for name, parser in _parsers():
         title = name if name == "autocompress" else f"autocompress {name}"
         with _columns():
@@ -67,7 +67,9 @@ def readme_with_synopsis(text: str) -> str:
 
 
 def main(root: Path | None = None) -> None:
-    root = root or Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parents[2]  # the checkout: autocompress/cli/reference.py
+    if not (root / "README.md").is_file():
+        raise SystemExit(f"{root} is not a source checkout of autocompress (no README.md); run this from one")
     (root / "docs").mkdir(exist_ok=True)
     (root / "docs" / "cli.md").write_text(reference() + "\n", encoding="utf-8")
     readme = root / "README.md"

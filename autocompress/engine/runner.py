@@ -71,7 +71,7 @@ def prepare(workload: Workload, settings: SearchSettings, storage_url: str, name
     base_score = metric.score(evaluate(teacher, workload.val, metric, runtime))
     problem = Problem(space, limits, base, base_score=base_score,
                       max_accuracy_drop=settings.max_accuracy_drop, objective=settings.objective, workload=workload,
-                      recovery=settings.recovery(final=False))
+                      recovery=settings.recovery(final=False), metric=metric)
     study = Study(storage_url, study_config(workload, settings, space), name, shared)
     if study.latency_models is None:
         study.store_latency_models(storable_latency_models(space, settings))

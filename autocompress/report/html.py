@@ -19,8 +19,22 @@ from ..core.trial import COMPLETE, FAILED, SCAN, TrialRecord
 from ..engine.study import Study, study_location
 
 
+class _Quality:
+    """The quality axis of the pictures: the study's metric as its own value (a trial's
+    score is negated where lower is better), or the raw score for a metric function
+    this process cannot rebuild."""
+
+    def __init__(self, spec: str):
+        from ..evaluators.metrics import get_metric, is_builtin
+
+        metric = get_metric(spec) if is_builtin(spec) else None
+        self.value = metric.value if metric is not None else (lambda score: score)
+        self.label = (f"proxy {metric.name}" + (" (%)" if metric.percent else "") if metric is not None
+                      else f"proxy score of {spec}")
+
+
 def _scatter(plt, history: list[TrialRecord], metric: str, base: float, best: int | None, path: Path,
-             label: str, base_score: float | None = None) -> None:
+             label: str, quality: _Quality, base_score: float | None = None) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     done = [r for r in history if r.state == COMPLETE and metric in r.metrics and r.score is not None]
     groups = (("scan trials (BN recalibration only)", [r for r in done if r.purpose == SCAN], "#bbbbbb", "x"),
@@ -28,21 +42,22 @@ def _scatter(plt, history: list[TrialRecord], metric: str, base: float, best: in
               ("within the budget", [r for r in done if r.purpose != SCAN and r.feasible], "#1f77b4", "o"))
     for name, records, colour, marker in groups:
         if records:
-            ax.scatter([r.metrics[metric] / base for r in records], [r.score for r in records], s=22, c=colour,
+            ax.scatter([r.metrics[metric] / base for r in records], [quality.value(r.score) for r in records], s=22,
+                       c=colour,
                        marker=marker, label=name, alpha=0.8)
-    front = [(r.metrics[metric] / base, r.score) for r in pareto_front(history, metric)]
+    front = [(r.metrics[metric] / base, quality.value(r.score)) for r in pareto_front(history, metric)]
     if front:
         ax.plot(*zip(*front), color="#1f77b4", lw=1, ls="--", label="front")
     chosen = [r for r in done if r.number == best]
     if chosen:
-        ax.scatter([chosen[0].metrics[metric] / base], [chosen[0].score], s=160, marker="*", c="#ff7f0e",
+        ax.scatter([chosen[0].metrics[metric] / base], [quality.value(chosen[0].score)], s=160, marker="*", c="#ff7f0e",
                    edgecolors="k", zorder=5, label=f"chosen (trial {best})")
     if base_score is not None:
-        ax.scatter([1.0], [base_score], s=90, marker="D", c="k", zorder=5, label="base model")
+        ax.scatter([1.0], [quality.value(base_score)], s=90, marker="D", c="k", zorder=5, label="base model")
     else:
         ax.axvline(1.0, color="k", lw=0.8, ls=":", label="base model")
     ax.set_xlabel(f"{label} (of the base model)")
-    ax.set_ylabel("proxy accuracy (%)")
+    ax.set_ylabel(quality.label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -50,7 +65,7 @@ def _scatter(plt, history: list[TrialRecord], metric: str, base: float, best: in
     plt.close(fig)
 
 
-def _progress(plt, history: list[TrialRecord], path: Path) -> None:
+def _progress(plt, history: list[TrialRecord], path: Path, quality: _Quality) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=110)
     best, xs, ys = None, [], []
     for i, r in enumerate(history, 1):
@@ -58,10 +73,10 @@ def _progress(plt, history: list[TrialRecord], path: Path) -> None:
             best = r.score if best is None else max(best, r.score)
         if best is not None:
             xs.append(i)
-            ys.append(best)
+            ys.append(quality.value(best))
     ax.step(xs, ys, where="post")
     ax.set_xlabel("evaluations (scans included)")
-    ax.set_ylabel("best feasible proxy accuracy (%)")
+    ax.set_ylabel("best feasible " + quality.label)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -109,15 +124,17 @@ def write_report(folder: str | Path, workload=None) -> Path:
     base_score = base_metrics.get("proxy_accuracy")
     best = recipe.search.get("best_trial") if recipe else None
     pictures = []
+    quality = _Quality(str(config.get("metric", "accuracy")))
     if base_metrics.get("flops"):
         _scatter(plt, history, "flops", base_metrics["flops"], best, folder / "accuracy_vs_flops.png", "FLOPs",
-                 base_score)
+                 quality, base_score)
         pictures.append(("Proxy accuracy against FLOPs", "accuracy_vs_flops.png"))
     for key in [k for k in base_metrics if k.startswith("latency@")]:
         name = f"accuracy_vs_{key.replace('@', '_')}.png"
-        _scatter(plt, history, key, base_metrics[key], best, folder / name, f"{key} (predicted)", base_score)
+        _scatter(plt, history, key, base_metrics[key], best, folder / name, f"{key} (predicted)", quality,
+                 base_score)
         pictures.append((f"Proxy accuracy against {key}", name))
-    _progress(plt, history, folder / "best_so_far.png")
+    _progress(plt, history, folder / "best_so_far.png", quality)
     pictures.append(("Best feasible proxy accuracy against evaluations", "best_so_far.png"))
     tables = []
     if recipe is not None:

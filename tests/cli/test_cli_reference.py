@@ -5,7 +5,7 @@ from pathlib import Path
 from autocompress.cli.reference import readme_with_synopsis, reference
 
 ROOT = Path(__file__).resolve().parents[2]
-REGENERATE = "out of date: run python -m autocompress.cli_reference"
+REGENERATE = "out of date: run python -m autocompress.cli.reference"
 
 
 def test_docs_cli_md_is_the_parsers_help():
