@@ -270,6 +270,9 @@ def _parse_group(group, names, rank):
             else:
                 per_channel, rest = divmod(len(item.idxs), size)
                 consumers.append((module, per_channel if not rest else 0))
+        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            # a channel is a column of the table: one entry per token
+            extra += module.num_embeddings * (len(item.idxs) // size)
         elif _is_out(handler):
             # normalisation-like layers: parameters indexed by channel in their first dimension
             per_index = sum(p[0].numel() for p in module.parameters(recurse=False) if p.dim() >= 1)

@@ -121,3 +121,16 @@ def test_attention_it_cannot_prune_by_heads_is_excluded_with_a_warning_not_refus
     assert not any(g.head_dim for g in space.groups)
     assert not any(g.members[0].startswith(("0.q_proj", "0.k_proj")) for g in space.groups)  # not across heads
     assert {"0.q_proj/sparsity", "0.q_proj/rank", "0.q_proj/bits"} <= set(space.knob_names)
+
+
+def test_pruning_the_residual_width_costs_what_the_space_predicts(transformers):
+    """The hidden width runs through the embeddings: a pruned channel drops one column of
+    each table (an entry per token), not one row."""
+    model, x = _model(transformers, "bert")
+    model.eval()
+    space = build_space(model, x)
+    embedded = [g for g in space.groups if not g.head_dim and not any(g.name.endswith(m) for m in MLP)]
+    assert embedded, [g.name for g in space.groups]
+    settings = space.resolve({f"{g.name}/channels": 0.5 for g in embedded})
+    small = compress(model, space, settings, x)
+    assert space.cost(settings) == measure_costs(small, x)
