@@ -5,11 +5,22 @@ from __future__ import annotations
 import inspect
 
 from ...core.errors import AutocompressError
+from ._admm import ADMM
 from ._distill import Distill
+from ._hoyer import GroupHoyer, Hoyer
+from ._hspg import HSPG
+from ._lc import LC
+from ._slr import SLR
 from .base import Constraint, Projection, Recovery, TrainingRun
 
 RECOVERIES: dict[str, type[Recovery]] = {
     Distill.name: Distill,
+    Hoyer.name: Hoyer,
+    GroupHoyer.name: GroupHoyer,
+    HSPG.name: HSPG,
+    ADMM.name: ADMM,
+    SLR.name: SLR,
+    LC.name: LC,
 }
 
 
@@ -36,4 +47,4 @@ def get_recovery(name: str, **params) -> Recovery:
 
 
 __all__ = ["Recovery", "Constraint", "Projection", "TrainingRun", "RECOVERIES", "get_recovery", "recovery_names",
-           "Distill"]
+           "Distill", "Hoyer", "GroupHoyer", "HSPG", "ADMM", "SLR", "LC"]
