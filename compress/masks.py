@@ -16,7 +16,7 @@ from ..evaluators.recovery import Constraint
 from .base import Operator
 from .conv1d import linearise
 
-SPARSITY_LOW_DENSITY = 0.05
+SPARSITY_LOW_DENSITY = 0.005
 """The smallest density (kept fraction of a weight) a sparsity knob may ask for: 0.5%, so a
 layer can be pruned 200x and a model 50x and more (the ADMM papers' LeNets)."""
 

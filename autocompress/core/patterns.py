@@ -59,21 +59,41 @@ def zeroed_weights(rows: int, cols: int, sparsity: float, pattern: str = "unstru
 
 
 def weight_bits(rows: int, cols: int, nnz: int, bits: int, pattern: str = "unstructured") -> int:
-    """Bits to store a weight: dense, or its non-zeros plus the pattern's index metadata
-    (unstructured: a 1-bit mask per weight; N:M: log2(M) bits per kept weight; block: a
-    1-bit mask per block), whichever is smaller."""
+    """Bits to store a ``rows x cols`` weight holding ``nnz`` non-zeros of ``bits`` bits each:
+    dense, or its non-zeros plus the pattern's index metadata, whichever is smaller.
+
+    N:M stores log2(M) bits per kept weight; block a 1-bit mask per block; unstructured the
+    smaller of a 1-bit mask per weight and ``relative_index_bits``.
+    """
     numel = rows * cols
     dense = numel * bits
     if nnz == numel:
         return dense
     kind, (a, b) = parse_pattern(pattern)
     if kind == "nm":
-        meta = nnz * max(1, math.ceil(math.log2(b)))
-    elif kind == "block":
-        meta = math.ceil(rows / a) * math.ceil(cols / b)
-    else:
-        meta = numel
-    return min(dense, nnz * bits + meta)
+        return min(dense, nnz * bits + nnz * max(1, math.ceil(math.log2(b))))
+    if kind == "block":
+        return min(dense, nnz * bits + math.ceil(rows / a) * math.ceil(cols / b))
+    return min(dense, nnz * bits + numel, relative_index_bits(numel, nnz, bits))
+
+
+INDEX_BITS = range(1, 17)
+"""The gap widths (bits) relative-index storage chooses from."""
+
+
+def relative_index_bits(numel: int, nnz: int, bits: int) -> int:
+    """Bits to store ``nnz`` non-zeros of a ``numel``-entry weight by relative indices (Deep
+    Compression, ADMM-NN): each kept value (``bits`` bits) with a k-bit count of the zeros
+    since the previous kept entry; a run longer than ``2**k - 1`` zeros is bridged by filler
+    entries (a stored zero, value and index bits).  The gap width k is the one in
+    ``INDEX_BITS`` giving the fewest bits.
+
+    The positions are not known, so the fillers are counted by their upper bound
+    ``floor(zeros / 2**k)`` (all zeros in one run: worst-case padding); the real storage
+    needs at most this many bits, and predicted and measured sizes agree exactly.
+    """
+    zeros = numel - nnz
+    return min((nnz + zeros // 2**k) * (bits + k) for k in INDEX_BITS)
 
 
 def bits_for(density: float) -> int:

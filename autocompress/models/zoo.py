@@ -79,6 +79,22 @@ class LeNet5(nn.Module):
         return self.head(self.classifier(torch.flatten(self.features(x), 1)))
 
 
+class LeNet5Caffe(nn.Module):
+    """The Caffe LeNet-5 of the ADMM pruning papers: (N, 1, 28, 28) -> conv5 20 -> max pool
+    -> conv5 50 -> max pool -> 800 -> 500 (ReLU) -> 10; 430,500 weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, 5)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.fc1 = nn.Linear(50 * 4 * 4, 500)
+        self.head = nn.Linear(500, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.conv2(F.max_pool2d(self.conv1(x), 2)), 2)
+        return self.head(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
 class LeNet300100(nn.Module):
     """The LeNet-300-100 MLP: (N, 1, 28, 28) -> flatten -> 300 -> 100 -> 10."""
 
@@ -374,6 +390,12 @@ def lenet5() -> nn.Module:
     return build(LeNet5, MNIST_SHAPE)
 
 
+def lenet5_caffe() -> nn.Module:
+    """The Caffe LeNet-5 (conv5 20-pool-conv5 50-pool-fc500-fc10, ReLU after fc500 only) for
+    (N, 1, 28, 28) inputs."""
+    return build(LeNet5Caffe, MNIST_SHAPE)
+
+
 def lenet300_100() -> nn.Module:
     """The LeNet-300-100 MLP for (N, 1, 28, 28) inputs."""
     return build(LeNet300100, MNIST_SHAPE)
@@ -411,6 +433,7 @@ def vit_tiny() -> nn.Module:
 
 MODELS: dict[str, ZooModel] = {
     "lenet5": ZooModel(lenet5, MNIST_SHAPE, "LeNet-5: two conv5+pool stages, three Linears"),
+    "lenet5_caffe": ZooModel(lenet5_caffe, MNIST_SHAPE, "Caffe LeNet-5 of the ADMM papers: conv 20-50, fc 500"),
     "lenet300_100": ZooModel(lenet300_100, MNIST_SHAPE, "MLP 784-300-100-10"),
     "vgg_small": ZooModel(vgg_small, CIFAR_SHAPE, "VGG-style conv3x3+BN+ReLU stages, max pools, Linear classifier"),
     "resnet20": ZooModel(resnet20, CIFAR_SHAPE, "CIFAR ResNet-20, 1x1 conv+BN downsample shortcuts"),
@@ -502,6 +525,11 @@ def _entry(name: str) -> ZooModel:
 def lenet5_data() -> Splits:
     """Self-labelled (train, val, test) Gaussian batches for ``lenet5``."""
     return labelled_data("lenet5")
+
+
+def lenet5_caffe_data() -> Splits:
+    """Self-labelled (train, val, test) Gaussian batches for ``lenet5_caffe``."""
+    return labelled_data("lenet5_caffe")
 
 
 def lenet300_100_data() -> Splits:
