@@ -48,7 +48,7 @@ def test_search_writes_a_recipe_that_meets_the_budget_and_apply_replays_it(tmp_p
     assert main(["apply", str(out / "recipe.yaml"), "--out", str(pt2), "--finetune", "0.5", "--onnx"]) == 0
     printed = capsys.readouterr().out
     steps = round(0.5 * len(load_workload().train))
-    assert f"fine-tuning 0.5 epochs ({steps} steps)" in printed and "model.onnx" in printed
+    assert f"recovering 0.5 epochs ({steps} steps) with distill" in printed and "model.onnx" in printed
     graph = onnx.load(str(tmp_path / "model.onnx"))
     onnx.checker.check_model(graph)
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # any batch size
