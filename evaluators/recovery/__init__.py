@@ -35,7 +35,7 @@ def get_recovery(name: str, **params) -> Recovery:
     if name not in RECOVERIES:
         raise AutocompressError(f"unknown recovery regime {name!r}; use one of {', '.join(RECOVERIES)}")
     cls = RECOVERIES[name]
-    known = [p for p in inspect.signature(cls).parameters]
+    known = list(inspect.signature(cls).parameters)
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise AutocompressError(f"recovery regime {name!r} has no option {unknown[0]!r}; its options are: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -63,8 +63,6 @@ class TrainingRun:
     seed: int = 0
     runtime: Runtime = CPU
     metric: Metric | None = None
-    penalties: list[float] = field(default_factory=list)
-    """The penalty's value at every step of the last ``fit`` (for regimes' reports and tests)."""
 
     def fit(self, model: nn.Module, steps: int | None = None, penalty: Callable[[], torch.Tensor] | None = None,
             after_step: Callable[[int], None] | None = None, lr: float | None = None) -> None:
@@ -72,16 +70,9 @@ class TrainingRun:
         ``penalty()`` added to each step's loss and ``after_step(step)`` called after each
         optimiser step (``evaluators.distill``; FloatingPointError when the loss stops
         being finite)."""
-        self.penalties = []
-
-        def tracked() -> torch.Tensor:
-            value = penalty()
-            self.penalties.append(float(value.detach()))
-            return value
-
         distill(model, self.teacher, self.batches, self.steps if steps is None else steps,
                 self.lr if lr is None else lr, self.temperature, self.seed, self.runtime, self.metric,
-                penalty=tracked if penalty is not None else None, after_step=after_step)
+                penalty=penalty, after_step=after_step)
 
 
 class Recovery(ABC):

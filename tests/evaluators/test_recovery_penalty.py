@@ -3,6 +3,8 @@ the recipe's constraints (sparsity, rank, ternary bits), reproducibly, and the e
 hard projection then holds the recipe exactly."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 import torch
 
@@ -95,6 +97,23 @@ def test_a_seed_gives_the_same_weights(workload, space, name):
         assert torch.equal(a, b), key
 
 
+@dataclass
+class Recording(TrainingRun):
+    """A TrainingRun that records the penalty's value at every step of its last ``fit``."""
+
+    penalties: list[float] = field(default_factory=list)
+
+    def fit(self, model, steps=None, penalty=None, after_step=None, lr=None) -> None:
+        self.penalties = []
+
+        def tracked():
+            value = penalty()
+            self.penalties.append(float(value.detach()))
+            return value
+
+        super().fit(model, steps, tracked if penalty is not None else None, after_step, lr)
+
+
 def test_the_penalty_is_the_squared_distance_to_the_shifted_target(workload, space):
     """ADMM's first W-step: rho/2 * sum ||W - Z||^2 with Z = project(W0), U = 0."""
     layers = space.resolve(RECIPES["sparsity"])
@@ -102,7 +121,7 @@ def test_the_penalty_is_the_squared_distance_to_the_shifted_target(workload, spa
     constraints = weight_constraints(model, space, layers)
     weights = [c.weight.detach() for c in constraints]
     expected = 0.5 * 0.01 * sum(float(((w - c.project(w)) ** 2).sum()) for w, c in zip(weights, constraints))
-    run = TrainingRun(workload.model, workload.train, 1, seed=0)
+    run = Recording(workload.model, workload.train, 1, seed=0)
     get_recovery("admm", rho=0.01).train(model.train(), constraints, run)
     assert run.penalties == pytest.approx([expected], rel=1e-5)
 
@@ -145,7 +164,7 @@ def test_a_recipe_without_constrained_weights_is_distilled(workload, space):
     layers = space.resolve({"fc1/channels": 0.5})
     model = restructure(workload.model, space, layers, workload.example_input)
     before = [p.detach().clone() for p in model.parameters()]
-    run = TrainingRun(workload.model, workload.train, 3, seed=0)
+    run = Recording(workload.model, workload.train, 3, seed=0)
     get_recovery("admm").train(model.train(), weight_constraints(model, space, layers), run)
     assert run.penalties == [] and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
