@@ -32,10 +32,11 @@ def search(budget: str | Sequence[str], model: nn.Module | None = None, data: Se
            out: str | Path = "autocompress-run", progress: bool = True, device: str | None = "auto",
            precision: str | None = None, **settings) -> SearchResult:
     """Search for a recipe meeting ``budget`` (e.g. ``"flops=0.3"``); see SearchSettings for
-    ``trials``, ``strategy``, ``seed``, ``finetune_steps``, ``metric``... Without a model,
-    the demo.  ``data`` is ``(train, val[, test])`` iterables of ``(x, y)`` batches or of
-    dicts with ``labels`` (Hugging Face style); the model may return logits, a
-    ``ModelOutput`` or anything with ``.logits``.
+    ``trials``, ``time_limit`` (seconds of trials, then the recipe from those so far),
+    ``strategy``, ``seed``, ``finetune_steps``, ``metric``... Without a model, the demo.
+    ``data`` is ``(train, val[, test])`` iterables of ``(x, y)`` batches or of dicts with
+    ``labels`` (Hugging Face style); the model may return logits, a ``ModelOutput`` or
+    anything with ``.logits``.
 
     ``device`` (``"auto"``: a GPU when torch sees one; ``"cpu"``, ``"cuda"``, ``"cuda:1"``)
     and ``precision`` of fine-tunes (``"fp32"``, ``"bf16"``, ``"fp16"``; None: bf16 on a

@@ -13,6 +13,16 @@ import torch.nn.functional as F
 from .lowrank import _replace, factorise
 
 
+def mixing_weights(alpha: torch.Tensor, tau: float, gumbel: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``softmax((alpha + g) / tau)``: a relaxed choice's mixing weights, ``g`` Gumbel noise
+    drawn from ``generator`` when ``gumbel``, else 0."""
+    logits = alpha
+    if gumbel:
+        uniform = torch.rand(logits.shape, generator=generator).clamp_(1e-9, 1 - 1e-9)
+        logits = logits - torch.log(-torch.log(uniform))
+    return F.softmax(logits / tau, dim=0)
+
 class MixedRank(nn.Module):
     """``sum_k softmax((alpha + g) / tau)_k * out_k`` over the factor chains of ``layer`` at
     ``ranks`` (from its own weights, see ``factorise``) and, last, the layer itself
@@ -37,11 +47,7 @@ class MixedRank(nn.Module):
 
     def probabilities(self, noise: bool = False) -> torch.Tensor:
         """Mixing weights over ``ranks + [full]``; with ``noise`` (and ``gumbel``) sampled."""
-        logits = self.alpha
-        if noise and self.gumbel:
-            uniform = torch.rand(logits.shape, generator=self.generator).clamp_(1e-9, 1 - 1e-9)
-            logits = logits - torch.log(-torch.log(uniform))
-        return F.softmax(logits / self.tau, dim=0)
+        return mixing_weights(self.alpha, self.tau, noise and self.gumbel, self.generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = self.probabilities(noise=self.training)

@@ -8,7 +8,8 @@ model's output whatever ``batches.logits`` reads.  Each function runs on ``runti
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import torch
@@ -67,7 +68,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, steps: int, runtim
 def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int,
             lr: float = 1e-3, temperature: float = 4.0, seed: int = 0, runtime: Runtime = CPU,
             metric: str | Metric | None = None, penalty: Callable[[], torch.Tensor] | None = None,
-            after_step: Callable[[int], None] | None = None) -> None:
+            after_step: Callable[[int], None] | None = None, rungs: Collection[int] = (),
+            at_rung: Callable[[int], None] | None = None) -> None:
     """Fine-tune ``student`` for ``steps`` batches with knowledge distillation from
     ``teacher``: loss = task loss + T^2 * KL(student_T || teacher_T), the task loss being
     the metric's (``Metric.loss``: cross entropy; shifted next-token cross entropy for
@@ -80,6 +82,12 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
     ``penalty()`` (a scalar tensor) to every step's loss and has ``after_step(step)``
     called after every optimiser step (steps counted from 0).  FloatingPointError when
     the loss stops being finite.
+
+    Multi-fidelity reports: after ``n`` steps for each ``n`` in ``rungs``, ``at_rung(n)``
+    is called with the student in eval mode (to score it on a few batches and report);
+    the random state is restored afterwards, so the fine-tune goes on exactly as without
+    the call.  What ``at_rung`` raises (the trial was pruned) stops the fine-tune.
+    Without ``at_rung`` nothing extra runs.
     """
     if steps <= 0:
         return
@@ -113,7 +121,24 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Batches, steps: int
         schedule.step()
         if after_step is not None:
             after_step(step)
+        if at_rung is not None and step + 1 in rungs:
+            with torch.random.fork_rng(devices=[]):
+                student.eval()
+                at_rung(step + 1)
+            student.train()
     student.eval()
+
+
+def spread_batches(batches: Batches, count: int) -> list[Any]:
+    """Up to ``count`` of ``batches`` spread evenly over them (every k-th, so a split
+    ordered by class is still sampled across its classes); all of them when there are no
+    more, or when ``batches`` has no length (then the first ``count``)."""
+    try:
+        total = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        return list(itertools.islice(batches, count))
+    stride = max(1, math.ceil(total / max(count, 1)))
+    return list(itertools.islice(batches, 0, None, stride))[:count]
 
 
 def _cycle(batches: Batches):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -9,9 +10,10 @@ import numpy as np
 
 from ..core.errors import AutocompressError
 from ..core.projection import project
-from ..core.trial import COMPLETE, SEARCH, TrialRecord, best_feasible, feasible_trials
+from ..core.space import Space
+from ..core.trial import COMPLETE, SEARCH, TrialRecord
 from .base import Problem, Proposal, Strategy
-from .sensitivity import allocation, next_scan, scan_levels, sensitivities
+from .sensitivity import allocation, next_scan, repair_preference, scan_levels, scanned_floors, sensitivities
 
 _ATTEMPTS = 32  # candidates projected per decision to find one not tried yet
 
@@ -44,10 +46,20 @@ class CondensaStrategy(Strategy):
     (Matern + white noise, normalised targets) to the proxy accuracy of the finished
     search trials, at the ``t`` their evaluated candidates reach, and picks among
     ``candidates`` seeded random points the one maximising ``level_set_acquisition``
-    (weight ``g``) at the threshold ``h = base_score - max_accuracy_drop``.  Stage 2 then
-    proposes the most compressed point (largest ``t``) whose lower bound
-    ``mu - beta * sigma`` stays at or above ``h`` (none: the highest lower bound),
-    skipping points within ``min_distance`` of a trial already evaluated.
+    (weight ``g``) at the threshold ``h = base_score - max_accuracy_drop``
+    (``Problem.accuracy_floor``): it maps where the proxy accuracy crosses ``h``, the edge
+    of the region the user accepts.  Stage 2 (the rest) skips points within
+    ``min_distance`` of a trial already evaluated and answers the objective:
+
+    - ``cost`` (Condensa's own question): the most compressed point (largest ``t``) whose
+      lower bound ``mu - beta * sigma`` stays at or above ``h`` (none: the highest lower
+      bound); ``best`` is the cheapest trial at or above ``h``.
+    - ``accuracy`` and ``pareto``: the point of highest upper bound ``mu + beta * sigma``
+      (GP-UCB) among candidates drawn between the budget's edge (``t = 0``) and the level
+      of the most accurate trial so far plus ``min_distance``: it explores the allocation
+      strengths where accuracy is best, toward the budget's edge, rather than the
+      compressed corners where the model is merely unsure; ``best`` is the most accurate
+      trial (all are within the budget).
 
     State lives in the history only: the ``(t, alpha)`` of past trials are recovered by
     replaying the strategy's own decisions on the history's prefixes, and every random
@@ -58,6 +70,7 @@ class CondensaStrategy(Strategy):
     name = "condensa"
     default_trials = 20
     keeps_feasible = True
+    objectives = ("accuracy", "pareto", "cost")
 
     def __init__(self, seed: int = 0, scan_levels: int = 2, init_points: int = 3, level_set_trials: int = 6,
                  g: float = 0.5, beta: float = 1.0, max_strength: float = 3.0, candidates: int = 512,
@@ -79,9 +92,9 @@ class CondensaStrategy(Strategy):
 
     # ----- the two-number parametrisation ------------------------------------------------
     def threshold(self, problem: Problem) -> float:
-        """The accuracy floor ``h`` in points: the base model's proxy accuracy less the drop
-        the user tolerates."""
-        return problem.base_score - problem.max_accuracy_drop
+        """The level set's threshold ``h`` in points: the base model's proxy accuracy less
+        the drop the user tolerates (``Problem.accuracy_floor``)."""
+        return problem.accuracy_floor
 
     def _cost_range(self, problem: Problem) -> tuple[float, float]:
         metric = problem.primary_metric
@@ -98,16 +111,18 @@ class CondensaStrategy(Strategy):
 
     def candidate_at(self, problem: Problem, history: Sequence[TrialRecord], level: float,
                      strength: float) -> dict[str, float]:
-        """The candidate of ``(t, alpha)``: the allocation projected to the level's cost."""
+        """The candidate of ``(t, alpha)``: the allocation (no knob below its scanned
+        densities) repaired to the level's cost, the less sensitive knobs moved first."""
         space, metric = problem.space, problem.primary_metric
         limit, least = self._cost_range(problem)
         target = limit * (least / limit) ** level if 0 < least < limit else limit
         limits = dict(problem.limits)
         limits[metric] = min(limit, max(target, least))
         drops = sensitivities(space, history, problem.base_score)
-        return project(space, allocation(space, drops, strength * self.max_strength), limits)
+        profile = allocation(space, drops, strength * self.max_strength, scanned_floors(space, history))
+        return project(space, profile, limits, preference=repair_preference(space, history, problem.base_score))
 
-    # ----- ask / best ----------------------------------------------------------------------
+    # ----- ask ------------------------------------------------------------------------------
     def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Proposal:
         """The next scan proposal, else the next ``(t, alpha)`` as a candidate that meets
         the budget."""
@@ -116,20 +131,6 @@ class CondensaStrategy(Strategy):
             return scan
         level, strength = self._replay(problem, history)[-1]
         return Proposal(self.candidate_at(problem, history, level, strength), SEARCH)
-
-    def best(self, problem: Problem, history: Sequence[TrialRecord]) -> TrialRecord | None:
-        """The cheapest (primary metric) feasible search trial whose proxy accuracy is at
-        least the threshold (ties: the higher score); if none reaches it, the best score."""
-        floor = self.threshold(problem)
-        above = [r for r in feasible_trials(history) if r.score >= floor]
-        if not above:
-            return best_feasible(history)
-        metric = problem.primary_metric
-
-        def cost(record: TrialRecord) -> float:
-            return record.metrics.get(metric, problem.space.candidate_cost(record.candidate)[metric])
-
-        return min(above, key=lambda r: (cost(r), -r.score, r.number))
 
     # ----- decisions -----------------------------------------------------------------------
     def _replay(self, problem: Problem, history: Sequence[TrialRecord]) -> list[tuple[float, float]]:
@@ -150,7 +151,7 @@ class CondensaStrategy(Strategy):
                 seen: list[_Observation]) -> tuple[float, float]:
         tried = tuple(_key(r.proposal) for r in history if r.purpose == SEARCH)
         drops = _key(sensitivities(problem.space, history, problem.base_score))
-        key = (len(history), issued, self.threshold(problem), tuple(seen), tried, drops)
+        key = (len(history), issued, self.threshold(problem), problem.objective, tuple(seen), tried, drops)
         if key not in self._decisions:
             self._decisions[key] = self._decide_afresh(problem, history, issued, seen, set(tried))
         return self._decisions[key]
@@ -163,16 +164,23 @@ class CondensaStrategy(Strategy):
         if issued < self.init_points or not seen:
             return float(rng.uniform()), float(rng.uniform())
         points = rng.uniform(size=(self.candidates, 2))
+        staged = issued >= self.init_points + self.level_set_trials
+        if staged and problem.objective != "cost":  # toward the budget's edge, where accuracy is best
+            points[:, 0] *= min(1.0, max(seen, key=lambda o: o.score).level + self.min_distance)
         mu, sigma = self._posterior(seen, points)
         floor = self.threshold(problem)
-        if issued < self.init_points + self.level_set_trials:
+        if not staged:
             acquisition = level_set_acquisition(mu, sigma, floor, self.g)
             order = sorted(range(len(points)), key=lambda i: -acquisition[i])
-        else:
+        elif problem.objective == "cost":
             order = self._most_compressed_safe(points, mu - self.beta * sigma, floor, seen)
-        # many (t, alpha) round to the same channel counts: take the first untried candidate
+        else:
+            order = self._most_promising(points, mu + self.beta * sigma, seen)
+        # many (t, alpha) round to the same channel counts: take the first candidate whose layer settings are new
+        settings = {_settings_key(problem.space, p) for p in tried}
         for i in order[:_ATTEMPTS]:
-            if _key(self.candidate_at(problem, history, float(points[i, 0]), float(points[i, 1]))) not in tried:
+            candidate = self.candidate_at(problem, history, float(points[i, 0]), float(points[i, 1]))
+            if _key(candidate) not in tried and _settings_key(problem.space, candidate) not in settings:
                 return float(points[i, 0]), float(points[i, 1])
         return float(points[order[0], 0]), float(points[order[0], 1])
 
@@ -195,15 +203,25 @@ class CondensaStrategy(Strategy):
             mu, sigma = gp.predict(points, return_std=True)
         return mu, sigma
 
+    def _fresh(self, points: np.ndarray, seen: list[_Observation]) -> np.ndarray:
+        """Indices of ``points`` at least ``min_distance`` from every evaluated one (all
+        when none is)."""
+        done = np.array([[o.level, o.strength] for o in seen])
+        distance = np.min(np.linalg.norm(points[:, None, :] - done[None, :, :], axis=2), axis=1)
+        fresh = np.flatnonzero(distance >= self.min_distance)
+        return fresh if len(fresh) else np.arange(len(points))
+
+    def _most_promising(self, points: np.ndarray, upper: np.ndarray, seen: list[_Observation]) -> list[int]:
+        """Indices of ``points`` away from evaluated ones by decreasing upper bound (ties:
+        the smaller ``t``, nearer the budget's edge)."""
+        return [int(i) for i in sorted(self._fresh(points, seen), key=lambda i: (-upper[i], points[i, 0]))]
+
     def _most_compressed_safe(self, points: np.ndarray, lower: np.ndarray, floor: float,
                               seen: list[_Observation]) -> list[int]:
         """Indices of ``points`` away from evaluated ones, best first: those whose lower
         bound is at least ``floor`` by decreasing ``t`` (ties: the higher bound), then the
         rest by decreasing lower bound."""
-        done = np.array([[o.level, o.strength] for o in seen])
-        distance = np.min(np.linalg.norm(points[:, None, :] - done[None, :, :], axis=2), axis=1)
-        fresh = np.flatnonzero(distance >= self.min_distance)
-        pool = fresh if len(fresh) else np.arange(len(points))
+        pool = self._fresh(points, seen)
         safe = sorted((i for i in pool if lower[i] >= floor), key=lambda i: (-points[i, 0], -lower[i]))
         unsafe = sorted((i for i in pool if lower[i] < floor), key=lambda i: -lower[i])
         return [int(i) for i in safe + unsafe]
@@ -211,3 +229,8 @@ class CondensaStrategy(Strategy):
 
 def _key(candidate: dict[str, float]) -> tuple:
     return tuple(sorted((name, round(value, 9)) for name, value in candidate.items()))
+
+
+def _settings_key(space: Space, candidate: dict[str, float] | tuple) -> str:
+    """The layer settings a candidate (or its ``_key``) resolves to, as one string."""
+    return json.dumps(space.resolve(dict(candidate)), sort_keys=True)

@@ -9,7 +9,7 @@ from ..core.projection import project
 from ..core.trial import SEARCH, TrialRecord, search_trials
 from ._ga import GASettings
 from .base import Problem, Proposal, Strategy
-from .sensitivity import allocation, next_scan, scan_levels, sensitivities
+from .sensitivity import allocation, next_scan, repair_preference, scan_levels, scanned_floors, sensitivities
 
 
 class GeneticStrategy(Strategy):
@@ -17,11 +17,13 @@ class GeneticStrategy(Strategy):
 
     First a sensitivity scan of the channel knobs (``scan_levels`` densities each).  Each
     search trial then takes a sensitivity-weighted allocation (strength 1 on the first
-    trial, a seeded strength in [0, 2] afterwards) projected onto the budget, which fixes
-    the channels each group keeps, and decides *which* channels, group by group, least
-    sensitive first, with the earlier groups already pruned: a GA over one bit per
-    channel (``population``, ``generations``, ``tournament``, ``crossover_rate``,
-    ``mutation_rate`` per bit, ``elite``; repaired to the target count) minimises the
+    trial, a seeded strength in [0, 2] afterwards; no knob below its lowest scanned
+    density) repaired onto the budget with the scans' preference
+    (``sensitivity.repair_preference``), which fixes the channels each group keeps, and
+    decides *which* channels, group by group, least sensitive first, with the earlier
+    groups already pruned: a GA over one bit per channel (``population``,
+    ``generations``, ``tournament``, ``crossover_rate``, ``mutation_rate`` per bit,
+    ``elite``; repaired to the target count) minimises the
     reconstruction error of the group's next layers against the unpruned model on
     ``batch_size`` training samples, and its ``rerank`` best selections are re-ranked by
     accuracy on ``minival_batches`` validation batches.  The engine's distillation
@@ -57,7 +59,7 @@ class GeneticStrategy(Strategy):
                           self.mutation_rate, self.elite)
 
     def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Proposal:
-        """The next scan proposal, else the next search proposal: the projected allocation
+        """The next scan proposal, else the next search proposal: the repaired allocation
         and, for every group it prunes, the GA's channels (kept first).  Raises
         AutocompressError without a workload."""
         if problem.workload is None:
@@ -71,16 +73,19 @@ class GeneticStrategy(Strategy):
         seed = (self.seed % 2**32, trial)
         strength = 1.0 if trial == 0 else float(np.random.default_rng(seed).uniform(0.0, 2.0))
         drops = sensitivities(space, history, problem.base_score)
-        candidate = project(space, allocation(space, drops, strength), problem.limits)
-        # the engine projects the proposal again: decide channels for what it will build
-        kept = space.group_channels(space.resolve(project(space, candidate, problem.limits)))
+        preference = repair_preference(space, history, problem.base_score)
+        profile = allocation(space, drops, strength, scanned_floors(space, history))
+        candidate = project(space, profile, problem.limits, preference=preference)
+        # the engine repairs the proposal again with the same preference, which leaves a
+        # repaired and grown candidate as it is: decide channels for what it will build
+        kept = space.group_channels(space.resolve(candidate))
         knobs = set(space.knob_names)
         groups = [g.name for g in space.groups
                   if not g.head_dim and f"{g.name}/channels" in knobs and kept[g.name] < g.size]
         order = sorted(groups, key=lambda g: drops[f"{g}/channels"])  # stable: network order on ties
         if not order:
-            return Proposal(candidate, SEARCH)
-        return Proposal(candidate, SEARCH, self._selection(problem).run(kept, order, seed))
+            return Proposal(candidate, SEARCH, preference=preference)
+        return Proposal(candidate, SEARCH, self._selection(problem).run(kept, order, seed), preference=preference)
 
     def _selection(self, problem: Problem):
         """The channel selection for this problem's model, kept between asks (it holds only

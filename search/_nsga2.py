@@ -6,7 +6,7 @@ import optuna
 
 from ..core.space import Candidate
 from ..core.trial import COMPLETE, FAILED, TrialRecord, search_trials
-from ._optuna import knob_distributions, proposal_params, quietly
+from ._optuna import knob_distributions, proposal_params, quietly, relative_cost, violations
 from .base import Problem, Strategy
 
 _GENERATION_KEY = "NSGAIISampler:generation"
@@ -21,10 +21,13 @@ class NSGA2Strategy(Strategy):
     is rebuilt from the search trials on every ask (each trial's generation recomputed
     the way the sampler assigns it), seeded by ``seed`` and the history's length.
     ``population_size`` is the number of trials per generation.  Trials whose measured
-    costs miss the budget are constraint violations (Optuna reads them off the trials).
+    costs miss the budget are constraint violations (Optuna reads them off the trials);
+    under the cost objective so are trials whose proxy score is below the accuracy floor,
+    so the front NSGA-II keeps is the one within the floor, whose cheapest end is the answer.
     """
 
     name = "nsga2"
+    objectives = ("accuracy", "pareto", "cost")
 
     def __init__(self, seed: int = 0, population_size: int = 10):
         super().__init__(seed)
@@ -48,12 +51,9 @@ class NSGA2Strategy(Strategy):
             attrs = {_GENERATION_KEY: generation}
             if record.state == COMPLETE and record.score is not None:
                 counts[generation] = counts.get(generation, 0) + 1
-                costs = {**space.candidate_cost(record.candidate), **record.metrics}
-                violations = {m: costs[m] / limit - 1.0 for m, limit in problem.limits.items()}
-                cost = costs[problem.primary_metric] / problem.base.get(problem.primary_metric, 1.0)
                 trial = optuna.trial.create_trial(params=params, distributions=distributions,
-                                                  values=[record.score, cost], system_attrs=attrs,
-                                                  constraints=violations)
+                                                  values=[record.score, relative_cost(problem, record)],
+                                                  system_attrs=attrs, constraints=violations(problem, record))
             elif record.state == FAILED:
                 trial = optuna.trial.create_trial(params=params, distributions=distributions, system_attrs=attrs,
                                                   state=optuna.trial.TrialState.FAIL)

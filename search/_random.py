@@ -10,9 +10,14 @@ from .base import Problem, Strategy
 
 
 class RandomStrategy(Strategy):
-    """Random allocation profiles: every knob uniform in its range, then projected."""
+    """Random allocation profiles: every knob uniform in its range, then projected.
+
+    Serves every objective: under pareto and cost the engine evaluates a profile that
+    fits the budget as drawn, and ``best`` picks the answer among the trials.
+    """
 
     name = "random"
+    objectives = ("accuracy", "pareto", "cost")
 
     def ask(self, problem: Problem, history: Sequence[TrialRecord]) -> Candidate | None:
         space = problem.space

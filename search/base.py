@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core.space import Candidate, Space
-from ..core.trial import SCAN, SEARCH, TrialRecord, best_feasible
+from ..core.trial import SCAN, SEARCH, TrialRecord, best_feasible, cheapest_feasible
 
 if TYPE_CHECKING:  # torch-free import of the types
     from ..core.workload import Workload
@@ -24,11 +25,24 @@ class Proposal:
     are evaluated as given, with BatchNorm recalibration only, and never become the
     recipe.  ``channel_order``: ``{group name: channel indices, most wanted first}`` for
     strategies that choose *which* channels survive (default: by L2 magnitude).
+    ``initial_state``: weights the trial starts from instead of the base model's, for
+    strategies that train them (haloc): a state dict of the workload's model (names to
+    tensors, all entries or some), which the engine compresses and fine-tunes in place of
+    the base weights (the teacher stays the base model).  It lives in memory: only a trial
+    evaluated in the process that asked for it uses it (not Ray workers, not a trial
+    evaluated again on resume, not the recipe's final fine-tune), and the study does not
+    store it.  ``preference``: ``{knob name: weight >= 0}``, how much the strategy wants
+    to keep each knob where the budget repair must move knobs (``core.projection``: a
+    higher weight is lowered later and grown sooner; knobs left out get the mean of the
+    others); empty: the engine uses the sensitivities of the study's scans, else equal
+    weights.  It is not stored: a trial evaluated again reuses its stored candidate.
     """
 
     values: dict[str, float]
     purpose: str = SEARCH
     channel_order: dict[str, list[int]] = field(default_factory=dict)
+    initial_state: Any = None
+    preference: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,7 +50,9 @@ class Problem:
     """Everything a strategy may read: the space, the budget's limits (absolute, per
     metric), the base model's costs, its proxy accuracy on the validation split, the
     accuracy drop the user tolerates (in points) and the objective (``"accuracy"``: the
-    best proxy accuracy within the budget; ``"pareto"``: the whole accuracy/cost front).
+    best proxy accuracy within the budget; ``"pareto"``: the whole accuracy/cost front;
+    ``"cost"``: the least primary cost within the budget whose proxy accuracy is at least
+    ``accuracy_floor``).
     ``workload`` (model and data) is there for strategies that look inside the model
     (genetic, haloc); ``recovery`` holds the proxy's settings (calibration batches,
     fine-tune steps, lr, temperature); both are None in torch-free tests.  ``metric`` is
@@ -60,6 +76,18 @@ class Problem:
         """The budget metric to minimise when cost is an objective (the first one)."""
         return next(iter(self.limits), "flops")
 
+    @property
+    def accuracy_floor(self) -> float:
+        """The least proxy accuracy the user accepts, in points: ``base_score - max_accuracy_drop``."""
+        return self.base_score - self.max_accuracy_drop
+
+    def primary_cost(self, record: TrialRecord) -> float:
+        """A trial's cost on the primary metric: as measured, else as the space predicts it."""
+        metric = self.primary_metric
+        if metric in record.metrics:
+            return float(record.metrics[metric])
+        return float(self.space.candidate_cost(record.candidate)[metric])
+
 
 class Strategy(ABC):
     """Proposes the next trial from the problem and the trials so far (ask/tell).
@@ -72,7 +100,9 @@ class Strategy(ABC):
     distributed study asks exactly as an uninterrupted one would.  ``tell`` is called
     with each finished record for strategies that want to log or cache; it must not be
     needed for correctness.  Search proposals need not meet the budget: the engine
-    projects each onto the budget before it is evaluated.  ``best`` picks the trial
+    repairs each onto the budget before it is evaluated (``core.projection``: step by
+    step, by the proposal's ``preference``), and under the accuracy objective grows one
+    that fits into the budget's headroom.  ``best`` picks the trial
     that becomes the recipe.  Constructor arguments are keyword arguments with defaults,
     each stored as an attribute of the same name (scikit-learn's convention), so
     ``get_params`` gives them back and ``type(s)(**s.get_params())`` rebuilds the strategy:
@@ -88,9 +118,11 @@ class Strategy(ABC):
     without ``--knobs`` the search space holds these, not the budget's default kinds."""
     keeps_feasible: bool = False
     """True for strategies that ask for settings inside the budget on purpose (condensa
-    looks for the cheapest setting above an accuracy floor): the engine then evaluates a
-    proposal that already meets the budget as it is, instead of scaling it up to the
-    budget's edge."""
+    chooses how far under the budget to go): the engine then evaluates a proposal that
+    already meets the budget as it is, instead of growing it to the budget's edge."""
+    objectives: tuple[str, ...] = ("accuracy", "pareto")
+    """The objectives (``Problem.objective``) the strategy serves; a search with another
+    one is refused before it starts."""
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -117,13 +149,20 @@ class Strategy(ABC):
         """Called with every finished (complete or failed) trial; nothing by default."""
 
     def best(self, problem: Problem, history: Sequence[TrialRecord]) -> TrialRecord | None:
-        """The trial that becomes the recipe: the best proxy accuracy among feasible
-        search trials (ties: the earliest)."""
+        """The trial that becomes the recipe, among feasible search trials: under the
+        ``"cost"`` objective the cheapest (``Problem.primary_cost``) whose proxy accuracy
+        is at least ``problem.accuracy_floor`` (ties: the higher score), else, and when
+        none reaches the floor, the best proxy accuracy (ties: the earliest)."""
+        if problem.objective == "cost":
+            cheapest = cheapest_feasible(history, problem.accuracy_floor, problem.primary_cost)
+            if cheapest is not None:
+                return cheapest
         return best_feasible(history)
 
 
 def as_proposal(answer: Proposal | Mapping[str, float] | None, space: Space) -> Proposal | None:
-    """Normalise an ``ask`` answer; raise ValueError for values outside the space."""
+    """Normalise an ``ask`` answer; raise ValueError for values outside the space or a
+    preference for an unknown knob or not a finite number >= 0."""
     if answer is None:
         return None
     proposal = answer if isinstance(answer, Proposal) else Proposal(dict(answer))
@@ -139,4 +178,12 @@ def as_proposal(answer: Proposal | Mapping[str, float] | None, space: Space) -> 
     unknown = set(proposal.values) - set(knobs)
     if unknown:
         raise ValueError(f"proposal names knobs the space does not have: {', '.join(sorted(unknown))}")
-    return Proposal(values, proposal.purpose, {g: [int(i) for i in o] for g, o in proposal.channel_order.items()})
+    preference = {}
+    for name, weight in proposal.preference.items():
+        if name not in knobs:
+            raise ValueError(f"proposal preference names a knob the space does not have: {name}")
+        if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight < math.inf):
+            raise ValueError(f"proposal preference {name}={weight!r} is not a finite number >= 0")
+        preference[name] = float(weight)
+    return Proposal(values, proposal.purpose, {g: [int(i) for i in o] for g, o in proposal.channel_order.items()},
+                    initial_state=proposal.initial_state, preference=preference)

@@ -4,10 +4,20 @@ A scan is a list of ``"scan"`` proposals (evaluated with BatchNorm recalibration
 never projected, never the recipe).  The scan lives in the trial history like any other
 trial, so a resumed or distributed study does not repeat it: the next scan proposal is
 simply the first one the history does not hold yet.
+
+Allocations stay within what was measured: a scan says how a knob behaves at the
+densities it tried and nothing about lower ones, so ``allocation`` gives no knob less
+than the lowest density it was scanned at (``scanned_floors``), however insensitive it
+looked there.  Where the budget needs more, the budget repair (``core.projection``) lowers
+knobs step by step, priced by ``repair_preference``: each knob's sensitivity plus the mean
+one, so a knob that looked free is still not free below its scans.  (The alternatives were
+scanning every knob down to its floor, a scan trial more per knob, or greedy's
+equal-threshold rule, which needs the scans dense enough to pick from; flooring the
+allocation keeps the scans as they are and the sensitivity-weighted profile.)
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -73,13 +83,45 @@ def sensitivities(space: Space, history: Sequence[TrialRecord], base_score: floa
     return {k.name: drops.get(k.name, fill) for k in space.knobs}
 
 
-def allocation(space: Space, drops: dict[str, float], strength: float) -> dict[str, float]:
+def scanned_floors(space: Space, history: Sequence[TrialRecord]) -> dict[str, float]:
+    """Per knob, the lowest density a finished scan measured it at; a knob never scanned
+    gets the lowest scanned density of any knob (its knob's ``low`` when nothing was
+    scanned)."""
+    table = scan_table(space, history)
+    lowest = min((d for points in table.values() for d in points), default=None)
+    floors = {}
+    for knob in space.knobs:
+        points = table[knob.name]
+        floor = min(points) if points else lowest if lowest is not None else knob.low
+        floors[knob.name] = min(knob.high, max(knob.low, floor))
+    return floors
+
+
+def repair_preference(space: Space, history: Sequence[TrialRecord], base_score: float) -> dict[str, float]:
+    """The budget repair's preference from the scans (``Proposal.preference``): per knob,
+    its sensitivity (``sensitivities``) plus the mean sensitivity, so the less sensitive
+    knobs give first, yet none is free (below its scans nobody measured it).  Empty when
+    no scan finished."""
+    if not any(r.purpose == SCAN and r.state == COMPLETE for r in history):
+        return {}
+    drops = sensitivities(space, history, base_score)
+    mean = float(np.mean(list(drops.values()))) if drops else 0.0
+    if mean <= 0:
+        return {name: 1.0 for name in drops}
+    return {name: drop + mean for name, drop in drops.items()}
+
+
+def allocation(space: Space, drops: dict[str, float], strength: float,
+               floors: Mapping[str, float] | None = None) -> dict[str, float]:
     """An allocation profile from sensitivities: ``density = (drop / max drop) ** strength``,
-    so the most sensitive knob keeps everything and less sensitive ones give more up.
-    ``strength`` 0 is uniform; the budget projection scales the profile afterwards."""
+    so the most sensitive knob keeps everything and less sensitive ones give more up, but
+    none below its ``floors`` entry (``scanned_floors``: the lowest density its scans
+    measured; default: the knob's ``low``).  ``strength`` 0 is uniform; the budget repair
+    fits the profile to the budget afterwards."""
     top = max(drops.values(), default=0.0)
     profile = {}
     for knob in space.knobs:
         relative = max(drops.get(knob.name, top), 1e-3 * top) / top if top > 0 else 1.0
-        profile[knob.name] = min(knob.high, max(knob.low, relative ** strength))
+        floor = floors.get(knob.name, knob.low) if floors is not None else knob.low
+        profile[knob.name] = min(knob.high, max(knob.low, floor, relative ** strength))
     return profile

@@ -59,25 +59,40 @@ def build_parser() -> argparse.ArgumentParser:
                         "comma-separated or repeated (default flops=0.3)")
     s.add_argument("--trials", type=int, metavar="N",
                    help="search trials to finish in all (default: the strategy's; 30, condensa 20, genetic 6, haloc 4)")
+    s.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="start no trial after this many seconds of search (from the first trial; the running one "
+                        "finishes), then make the recipe from the trials so far; with --trials, whichever comes "
+                        "first, without it as many trials as fit (default: no limit)")
     s.add_argument("--strategy", default="bo", metavar="NAME",
                    help="one of: " + ", ".join(_strategy_names()) + " (default bo)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the strategy, e.g. --option generations=20 (repeatable; see README)")
-    s.add_argument("--objective", default="accuracy", choices=("accuracy", "pareto"),
+    s.add_argument("--objective", default="accuracy", choices=("accuracy", "pareto", "cost"),
                    help="accuracy: the best proxy accuracy within the budget (default); pareto: also save the "
-                        "accuracy/cost front to OUT/pareto.yaml (any point exportable with `autocompress export`)")
+                        "accuracy/cost front to OUT/pareto.yaml (any point exportable with `autocompress export`); "
+                        "cost: the cheapest point on the budget's first metric, within the budget, whose proxy "
+                        "accuracy is at most --max-accuracy-drop below the base model's (strategies bo, random, "
+                        "uniform, nsga2, condensa)")
     s.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
                    help="proxy accuracy the user gives up at most (in the --metric's own units: points of "
-                        "perplexity for perplexity), for strategies that minimise cost under an accuracy floor "
-                        "(condensa; default 1.0)")
+                        "perplexity for perplexity): the accuracy floor of --objective cost, and condensa's "
+                        "level set under any objective (default 1.0)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--out", default="autocompress-run", metavar="DIR", help="output folder (default autocompress-run)")
     s.add_argument("--calibration-batches", type=int, default=20, metavar="N",
                    help="training batches for BatchNorm recalibration (default 20)")
     s.add_argument("--finetune-steps", type=int, default=20, metavar="N",
                    help="distillation fine-tune steps per trial in the proxy (default 20)")
+    s.add_argument("--pruner", default="none", metavar="NAME",
+                   help="stop unpromising trials early from their proxy score after 1/4 and 1/2 of the fine-tune "
+                        "steps: none (default), median, sha (successive halving) or hyperband (Optuna's pruners; "
+                        "on --backend ray, Ray Tune's ASHA or median stopping); pruned trials count toward --trials "
+                        "and never become the recipe")
     s.add_argument("--final-finetune-steps", type=int, default=300, metavar="N",
                    help="training steps recovering the chosen recipe, the regime's and the fine-tune's (default 300)")
+    s.add_argument("--lr", type=float, default=1e-3, metavar="LR",
+                   help="peak learning rate of every fine-tune, the proxy's and the recipe's (Adam, cosine; default "
+                        "1e-3; at MNIST's 16-80x sparsity 5e-3 did better, see BENCHMARKS.md)")
     s.add_argument("--final-recovery", default="distill", metavar="NAME",
                    help="recovery regime of the chosen recipe, one of: " + ", ".join(_recovery_names())
                         + " (default distill; every trial's proxy uses distill)")
@@ -337,21 +352,30 @@ def _search(args) -> int:
         raise AutocompressError(f"--latency-batch {args.latency_batch} must be 1 or more")
     if args.channel_multiple < 1:
         raise AutocompressError(f"--channel-multiple {args.channel_multiple} must be 1 or more")
+    if not 0 < args.lr < float("inf"):
+        raise AutocompressError(f"--lr {args.lr} must be a number above 0")
     for name in ("trials", "calibration_batches", "finetune_steps", "final_finetune_steps"):
         if name == "trials" and args.trials is None:
             continue
         if getattr(args, name) < 0 or (name == "trials" and args.trials < 1):
             raise AutocompressError(f"--{name.replace('_', '-')} {getattr(args, name)} must be "
                                     f"{'at least 1' if name == 'trials' else 'zero or more'}")
+    from ..engine.settings import check_time_limit
+
+    check_time_limit(args.time_limit, "--time-limit")
     parsed = budget.parse(args.budget or ["flops=0.3"])
+    from ..engine.pruning import check_pruner
+
+    check_pruner(args.pruner)
     from ..engine.runner import run_search
-    from ..engine.settings import SearchSettings
+    from ..engine.settings import SearchSettings, check_objective
     from ..models.workload import load_workload
     from ..report.table import comparison
     from ..search import STRATEGIES
 
     if args.strategy not in STRATEGIES:
         raise AutocompressError(f"unknown strategy {args.strategy!r}; use one of {', '.join(STRATEGIES)}")
+    check_objective(args.objective, STRATEGIES[args.strategy], args.strategy)
     from ..core.kinds import kind_names
     from ..core.patterns import parse_pattern
 
@@ -369,14 +393,14 @@ def _search(args) -> int:
     metric = load_metric(args.metric)
     workload = load_workload(args.model, args.weights, args.data)
     settings = SearchSettings(
-        budget=parsed, trials=args.trials, strategy=args.strategy, seed=args.seed,
+        budget=parsed, trials=args.trials, time_limit=args.time_limit, strategy=args.strategy, seed=args.seed,
         calibration_batches=args.calibration_batches, finetune_steps=args.finetune_steps,
-        final_finetune_steps=args.final_finetune_steps, knobs=knobs,
+        final_finetune_steps=args.final_finetune_steps, lr=args.lr, knobs=knobs,
         sparsity_pattern=args.sparsity_pattern, conv_decomposition=args.decomposition,
         max_accuracy_drop=args.max_accuracy_drop, objective=args.objective, channel_multiple=args.channel_multiple,
         latency_batch=args.latency_batch, metric=args.metric or "accuracy",
         strategy_options=_options(args.option), final_recovery=args.final_recovery,
-        recovery_options=_options(args.recovery_option, "--recovery-option"),
+        recovery_options=_options(args.recovery_option, "--recovery-option"), pruner=args.pruner,
     )
     settings.make_recovery()  # an unknown regime or option: one line, before the search
     ray_options = {}

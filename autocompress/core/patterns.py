@@ -7,6 +7,7 @@ x kernel height x kernel width.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -149,6 +150,12 @@ def break_even_rank(decomposition: str, out_ch: int, in_ch: int, kh: int, kw: in
                     rows: tuple[int, int, int]) -> int:
     """The smallest rank whose factors cost at least the dense layer's FLOPs: every rank
     below it saves work (0 if even rank 1 does not)."""
+    return _break_even_rank(decomposition, out_ch, in_ch, kh, kw, tuple(rows))
+
+
+@functools.lru_cache(maxsize=4096)  # the cost model asks for every rank knob on every candidate
+def _break_even_rank(decomposition: str, out_ch: int, in_ch: int, kh: int, kw: int,
+                     rows: tuple[int, int, int]) -> int:
     dense = 2 * rows[2] * out_ch * in_ch * kh * kw
     rank = 1
     limit = max_rank(decomposition, out_ch, in_ch, kh, kw)

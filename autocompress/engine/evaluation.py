@@ -8,8 +8,9 @@ moved there, and moved back to count its costs); the teacher is the base model, 
 copy on the device."""
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,13 +23,19 @@ from ..core.space import Space
 from ..core.trial import SCAN, SEARCH
 from ..core.workload import Workload
 from ..evaluators import distill, evaluate, measure_costs, recalibrate_batchnorm
+from ..evaluators.accuracy import spread_batches
 from ..evaluators.device import CPU, Runtime
 from ..evaluators.metrics import Metric, get_metric
 from ..evaluators.recovery import Recovery, TrainingRun, get_recovery
 from ..latency_models import LatencyModel, get_latency_model
 from ..latency_models.registry import model_from_dict
 from ..spaces import build_space
+from .pruning import RUNG_BATCHES, rung_steps
 from .settings import SearchSettings
+
+Report = Callable[[float, int], None]
+"""``report(score, step)``: a trial's proxy score on part of the validation split after
+``step`` fine-tune steps; it raises (``optuna.TrialPruned``) to stop the trial there."""
 
 
 def search_space(workload: Workload, settings: SearchSettings) -> Space:
@@ -96,7 +103,9 @@ def recovery_regime(recovery: Mapping[str, Any]) -> Recovery:
 def compress_and_recover(workload: Workload, space: Space, layers: Mapping[str, Mapping[str, Any]],
                          recovery: Mapping[str, Any], runtime: Runtime = CPU, metric: Metric | None = None,
                          teacher: nn.Module | None = None,
-                         constrained: Callable[[nn.Module], None] | None = None) -> nn.Module:
+                         constrained: Callable[[nn.Module], None] | None = None,
+                         rungs: Sequence[int] = (), at_rung: Callable[[nn.Module, int], None] | None = None
+                         ) -> nn.Module:
     """The compressed model of resolved per-layer ``layers``, recovered as ``recovery``
     says, on ``runtime``'s device with its weight constraints attached.
 
@@ -106,7 +115,9 @@ def compress_and_recover(workload: Workload, space: Space, layers: Mapping[str, 
     placed there when None); the constraints are computed from the trained weights (on
     the CPU, as ``compress`` does); BatchNorm is recalibrated; ``constrained(model)`` is
     called (to measure the model right after the constraints); the masked distillation
-    fine-tune runs the remaining steps.  What the regime or the data raise propagates."""
+    fine-tune runs the remaining steps, calling ``at_rung(model, n)`` after ``n`` of them
+    for each ``n`` in ``rungs`` (``evaluators.distill``).  What the regime, the data or
+    ``at_rung`` raise propagates."""
     regime = recovery_regime(recovery)
     first, rest = regime.split(int(recovery["finetune_steps"]))
     model = restructure(workload.model, space, layers, workload.example_input)
@@ -125,21 +136,41 @@ def compress_and_recover(workload: Workload, space: Space, layers: Mapping[str, 
     if constrained is not None:
         constrained(model)
     distill(model, teacher, workload.train, rest, float(recovery["lr"]), float(recovery["temperature"]),
-            int(recovery["seed"]), runtime, metric)
+            int(recovery["seed"]), runtime, metric, rungs=rungs,
+            at_rung=None if at_rung is None else lambda step: at_rung(model, step))
     return model
 
 
 def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float], settings: SearchSettings,
                    limits: dict[str, float], purpose: str = SEARCH,
                    channel_order: dict[str, list[int]] | None = None, runtime: Runtime = CPU,
-                   teacher: nn.Module | None = None) -> tuple[float, dict[str, float], bool]:
+                   teacher: nn.Module | None = None,
+                   report: Report | None = None,
+                   initial_state: Mapping[str, Any] | None = None) -> tuple[float, dict[str, float], bool]:
     """The proxy score (the settings' metric on the validation split, as the engine
     maximises it: ``Metric.score``), measured costs and feasibility of one candidate.
     Recovery and scoring run on ``runtime`` with ``teacher`` (the base model on its
-    device; placed here when None); costs are counted on the CPU."""
+    device; placed here when None); costs are counted on the CPU.
+
+    With ``report`` (a search trial under a pruner) the fine-tune also scores the model
+    on ``RUNG_BATCHES`` validation batches spread over the split at each of
+    ``pruning.rung_steps`` and calls ``report(score, step)``, which raises to stop the
+    trial; the final score is the same as without it.  Scans never report.
+
+    With ``initial_state`` (``Proposal.initial_state``: a strategy's trained weights, some
+    or all of the model's state dict) the trial compresses and fine-tunes those weights
+    instead of the base model's (``with_weights``); the teacher stays the base model."""
+    if initial_state is not None:
+        teacher = teacher if teacher is not None else runtime.place(workload.model)
+        workload = replace(workload, model=with_weights(workload.model, initial_state))
     metric = settings.make_metric()
-    model = compress_and_recover(workload, space, space.resolve(candidate, channel_order),
-                                 settings.recovery(final=False, scan=purpose == SCAN), runtime, metric, teacher)
+    recovery = settings.recovery(final=False, scan=purpose == SCAN)
+    rungs, at_rung = [], None
+    if report is not None and purpose != SCAN:
+        rungs = rung_steps(int(recovery["finetune_steps"]), settings.rungs)
+        at_rung = _rung_reporter(workload, metric, runtime, report)
+    model = compress_and_recover(workload, space, space.resolve(candidate, channel_order), recovery, runtime, metric,
+                                 teacher, rungs=rungs, at_rung=at_rung)
     value = evaluate(model, workload.val, metric, runtime)  # with the weight constraints attached, as measured
     if not math.isfinite(value):
         raise FloatingPointError(f"{metric.name} is not finite")
@@ -148,3 +179,26 @@ def evaluate_trial(workload: Workload, space: Space, candidate: dict[str, float]
     costs.update(predicted_latency(space, space.resolve(candidate, channel_order)))
     feasible = all(costs[m] <= limit for m, limit in limits.items())
     return score, costs, feasible
+
+
+def with_weights(model: nn.Module, state: Mapping[str, Any]) -> nn.Module:
+    """A copy of ``model`` with the entries of ``state`` (names of its state dict to
+    tensors, some or all) in place of its own.  RuntimeError for a name the model does not
+    have or a shape that differs."""
+    start = copy.deepcopy(model)
+    start.load_state_dict({**start.state_dict(), **state})
+    return start
+
+
+def _rung_reporter(workload: Workload, metric: Metric, runtime: Runtime,
+                   report: Report) -> Callable[[nn.Module, int], None]:
+    """``at_rung(model, step)``: ``report`` the model's score on ``RUNG_BATCHES``
+    validation batches spread over the split (chosen at the first rung)."""
+    batches: list[Any] = []
+
+    def at_rung(model: nn.Module, step: int) -> None:
+        if not batches:
+            batches.extend(spread_batches(workload.val, RUNG_BATCHES))
+        report(metric.score(evaluate(model, batches, metric, runtime)), step)
+
+    return at_rung

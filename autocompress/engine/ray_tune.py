@@ -11,6 +11,12 @@ Ray workers as ``evaluate_on_worker``, which lives in the installed package (wor
 import it) and receives the workload, space and limits once through Ray's object store
 (``tune.with_parameters``).  ``RayBackend`` is this behind the ``backends.Backend``
 interface.
+
+Under a pruner (``engine.pruning``) a search trial's fine-tune reports its rung scores
+with ``tune.report`` (``{"score", "step", "rung": 1}``) and Ray Tune's scheduler
+(``scheduler_for``: ASHA for ``sha`` and ``hyperband``, the median stopping rule for
+``median``) stops unpromising trials there; the driver records each rung score in the
+study (``on_trial_result``) and a trial stopped at a rung as pruned.
 """
 from __future__ import annotations
 
@@ -23,11 +29,12 @@ from typing import Any
 
 from ..core.errors import AutocompressError, SearchError
 from ..core.space import Space
-from ..core.trial import TrialRecord, finished
+from ..core.trial import SCAN, TrialRecord, finished
 from ..core.workload import Workload
 from ..evaluators.device import Runtime, is_out_of_memory, runtime
-from .backends import Backend
+from .backends import Backend, time_is_up
 from .evaluation import evaluate_trial
+from .pruning import REDUCTION_FACTOR, STARTUP_TRIALS, check_pruner, rung_steps
 from .settings import SearchSettings
 from .stopping import Stop
 from .trials import Pending, Search, check_failing, failure, next_trial, record, running, show_progress
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 try:
     import ray
     from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
     from ray.tune.search import ConcurrencyLimiter, Searcher
 except ImportError:  # the optional extra is not installed
     ray = None
@@ -67,22 +75,52 @@ def worker_runtime(precision: str | None = None) -> Runtime:
     return runtime("cuda" if gpus else "cpu", precision)
 
 
+def _report_rung(score: float, step: int) -> None:
+    """A rung score to Ray Tune, whose scheduler may stop the trial here."""
+    tune.report({"score": float(score), "step": int(step), "rung": 1})
+
+
+def scheduler_for(settings: SearchSettings):
+    """Ray Tune's scheduler for the settings' pruner, on the fine-tune steps the trials
+    report (``pruning.rung_steps``): ASHA (one bracket for ``sha``, Hyperband's brackets
+    for ``hyperband``) or the median stopping rule; None (Tune's FIFO) without a pruner
+    or without rungs.  AutocompressError for an unknown pruner."""
+    check_pruner(settings.pruner, settings.rungs)
+    steps = int(settings.finetune_steps)
+    at = rung_steps(steps, settings.rungs)
+    if settings.pruner == "none" or not at:
+        return None
+    common = {"time_attr": "step", "metric": "score", "mode": "max"}
+    if settings.pruner == "median":
+        return MedianStoppingRule(**common, grace_period=at[0], min_samples_required=STARTUP_TRIALS)
+    brackets = 1 if settings.pruner == "sha" else int(math.floor(math.log(steps / at[0], REDUCTION_FACTOR))) + 1
+    return ASHAScheduler(**common, max_t=steps, grace_period=at[0], reduction_factor=REDUCTION_FACTOR,
+                         brackets=brackets)
+
+
 def evaluate_on_worker(config: dict[str, Any], job: Job) -> dict[str, Any]:
     """The Tune trainable: evaluate one trial in a Ray worker, on its ``worker_runtime``.
     A failing candidate (out of GPU memory included) returns its error (recorded as a
-    failed trial by the driver), not a Ray error."""
+    failed trial by the driver), not a Ray error.  Under a pruner a search trial reports
+    its rung scores (``_report_rung``); its result's ``step`` is its fine-tune steps (0
+    for a scan, which never enters the scheduler's rungs)."""
     where = None
+    pruning = {}
+    if job.settings.pruner != "none" and config["purpose"] != SCAN:
+        pruning = {"report": _report_rung}
     try:
         where = worker_runtime(job.precision)
         score, costs, feasible = evaluate_trial(job.workload, job.space, config["candidate"], job.settings,
-                                                job.limits, config["purpose"], config["channel_order"], where)
+                                                job.limits, config["purpose"], config["channel_order"], where,
+                                                **pruning)
     except Exception as exc:  # the search goes on; the driver records the trial as failed
         error = failure(exc, where) if where is not None else f"{type(exc).__name__}: {exc}"
         if where is not None and is_out_of_memory(exc):
             del exc
             where.release()
         return {"score": math.nan, "error": error}
-    return {"score": score, "costs": costs, "feasible": feasible}
+    steps = 0 if config["purpose"] == SCAN else int(job.settings.finetune_steps)
+    return {"score": score, "costs": costs, "feasible": feasible, "step": steps}
 
 
 class StrategySearcher(Searcher):
@@ -90,7 +128,9 @@ class StrategySearcher(Searcher):
 
     ``suggest`` returns None (ask again later) while the study has enough search trials
     finished or running but some still run (one may fail and need replacing), and
-    ``Searcher.FINISHED`` when they are all done or the strategy has nothing more."""
+    ``Searcher.FINISHED`` when they are all done, the search's deadline has passed
+    (``backends.time_is_up``; Tune lets the running trials finish, which its
+    ``time_budget_s`` would stop) or the strategy has nothing more."""
 
     def __init__(self, search: Search, stop: Stop, bar=None):
         super().__init__(metric="score", mode="max")
@@ -104,7 +144,7 @@ class StrategySearcher(Searcher):
             check_failing(history)
         except SearchError:
             return Searcher.FINISHED  # run_ray_trials raises it after Tune stops
-        if self.stop.signum is not None:
+        if self.stop.signum is not None or time_is_up(self.search.study):
             return Searcher.FINISHED
         if finished(history) + running(history) >= self.search.trials:
             return Searcher.FINISHED if not running(history) else None
@@ -122,12 +162,22 @@ class StrategySearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         """Nothing to restore: the study database holds the state."""
 
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """A rung score (``result["rung"]``) is recorded in the study as it arrives."""
+        pending = self.pending.get(trial_id)
+        if pending is not None and result.get("rung"):
+            self.search.study.report(pending.trial, float(result["score"]), int(result["step"]))
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         pending = self.pending.pop(trial_id, None)
         if pending is None:
             return
         costs = {k.split("/", 1)[1]: float(v) for k, v in (result or {}).items() if k.startswith("costs/")}
-        if error or not result or result.get("error") or not costs:  # Tune flattens costs to costs/<name>
+        if not error and result and result.get("rung"):  # the scheduler stopped it at this rung
+            self.search.study.report(pending.trial, float(result["score"]), int(result["step"]))
+            log.info("trial %d pruned after %d fine-tune steps", pending.number, int(result["step"]))
+            self.history = record(self.search, pending, None, pruned=True)
+        elif error or not result or result.get("error") or not costs:  # Tune flattens costs to costs/<name>
             message = (result or {}).get("error") or "the Ray trial raised or its worker died (see Ray's log)"
             log.warning("trial %d failed: %s", pending.number, message)
             self.history = record(self.search, pending, None, message)
@@ -174,7 +224,8 @@ def run_ray_trials(search: Search, stop: Stop, out: Path, address: str | None = 
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=workers),
-                                    num_samples=-1, reuse_actors=True, trial_dirname_creator=_dirname),
+                                    scheduler=scheduler_for(search.settings), num_samples=-1, reuse_actors=True,
+                                    trial_dirname_creator=_dirname),
         run_config=tune.RunConfig(name=f"autocompress-{search.study.name}", storage_path=str((out / "ray").resolve()),
                                   verbose=0),
     )
@@ -201,4 +252,4 @@ class RayBackend(Backend):
 
 
 __all__ = ["RayBackend", "StrategySearcher", "Job", "evaluate_on_worker", "worker_runtime", "run_ray_trials",
-           "require_ray"]
+           "require_ray", "scheduler_for"]

@@ -83,8 +83,8 @@ def input_shape(example_input: batches.Inputs) -> list[int] | list[list[int]] | 
 def recipe_for(workload: Workload, settings: SearchSettings, problem: Problem, record: TrialRecord,
                trials: int) -> Recipe:
     """The (not yet measured) recipe of one trial.  It records the search's metric
-    (``metric``) and the trial's proxy value of it (``search.best_proxy_<name>``), never
-    the device it ran on."""
+    (``metric``), the objective that chose the trial (``search.objective``) and the trial's
+    proxy value of the metric (``search.best_proxy_<name>``), never the device it ran on."""
     metric = settings.make_metric()
     return Recipe(
         model={"name": workload.name, "fingerprint": workload.fingerprint,
@@ -92,7 +92,7 @@ def recipe_for(workload: Workload, settings: SearchSettings, problem: Problem, r
         budget=settings.budget.to_strings(),
         layers=problem.space.resolve(record.candidate, record.channel_order),
         search={
-            "strategy": settings.strategy_name, "trials": trials,
+            "strategy": settings.strategy_name, "objective": settings.objective, "trials": trials,
             "seed": settings.seed, "best_trial": record.number,
             f"best_proxy_{metric.name}": metric.value(record.score),
             "proxy_finetune_steps": settings.finetune_steps, "autocompress": __version__,

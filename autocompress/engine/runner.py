@@ -21,7 +21,7 @@ from ..evaluators import evaluate
 from ..evaluators.device import CPU, Runtime, runtime
 from ..latency_models.calibration import calibrate_latency
 from ..search import STRATEGIES, Problem
-from .backends import WAIT_SECONDS, Backend, InProcess, SharedStudyWorker, run_trials
+from .backends import WAIT_SECONDS, Backend, InProcess, SharedStudyWorker, run_trials, start_clock
 from .evaluation import (
     base_metrics,
     limits_for,
@@ -31,7 +31,7 @@ from .evaluation import (
     with_latency_models,
 )
 from .recipes import SearchResult, measured_recipe, recipe_for
-from .settings import OBJECTIVES, SearchSettings, recorded_metric, study_config
+from .settings import UNLIMITED, SearchSettings, check_objective, recorded_metric, study_config
 from .stopping import stop_on_signals
 from .study import STUDY_NAME, Study, write_location
 from .trials import Search
@@ -49,13 +49,13 @@ def prepare(workload: Workload, settings: SearchSettings, storage_url: str, name
             shared: bool = False, runtime: Runtime = CPU) -> Search:
     """Measure the base model (its metric on ``runtime``'s device), build the space
     (latency models calibrated, or as the study stored them), check the budget can be
-    met, and open (or create) the study.  Raises BudgetError, StudyError; ModelError for
-    a model output the metric cannot read."""
-    if settings.objective not in OBJECTIVES:
-        raise AutocompressError(f"unknown objective {settings.objective!r}; use one of {', '.join(OBJECTIVES)}")
+    met, and open (or create) the study.  Raises AutocompressError for an objective the
+    strategy does not serve (``Strategy.objectives``), BudgetError, StudyError; ModelError
+    for a model output the metric cannot read."""
     strategy = settings.make_strategy()
-    if settings.trials is None:
-        settings = replace(settings, trials=strategy.default_trials)
+    check_objective(settings.objective, strategy, settings.strategy_name)
+    if settings.trials is None:  # with a time limit, the time decides
+        settings = replace(settings, trials=strategy.default_trials if settings.time_limit is None else UNLIMITED)
     metric = settings.make_metric()
     teacher = runtime.place(workload.model)
     base = base_metrics(workload, metric, runtime, teacher)
@@ -91,7 +91,8 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
     trials run on the GPU Ray gives them, else the CPU).  Raises BudgetError for a budget
     the model cannot meet, StudyError for a study holding a different search,
     AutocompressError for a device this machine lacks; a KeyboardInterrupt keeps every
-    finished trial."""
+    finished trial.  ``settings.time_limit`` starts counting here, after the base
+    measurements, when the trials start (``backends.start_clock``)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -103,11 +104,13 @@ def run_search(workload: Workload, settings: SearchSettings, out: str | Path, pr
     search = prepare(workload, settings, storage_for(out, storage), study_name, shared=storage is not None,
                      runtime=where)
     search.study.trials = search.trials
+    start_clock(search.study, settings.time_limit)
     write_location(out, storage, study_name)
     done = finished(search.study.history())
     if done:
         log.info("resuming study %r with %d finished trials", study_name, done)
-    with stop_on_signals() as stop, tqdm(total=search.trials, initial=min(done, search.trials), desc="search",
+    total = None if search.trials >= UNLIMITED else search.trials  # None: the time limit decides
+    with stop_on_signals() as stop, tqdm(total=total, initial=min(done, search.trials), desc="search",
                                           unit="trial", disable=not progress, dynamic_ncols=True) as bar:
         history = runner.run(search, stop, bar)
     return finish(search, history, out)
@@ -148,7 +151,8 @@ def run_worker(workload: Workload, storage: str, study_name: str = STUDY_NAME, p
                metric: str | None = None) -> int:
     """Join the shared study ``study_name`` in ``storage`` (made by ``autocompress search
     --storage``) and evaluate its trials until it has enough; returns how many trials
-    this process ran (complete or failed).  The settings and latency calibration come from
+    this process ran (complete or failed), stopping at the search's deadline too (its
+    ``time_limit``, kept in the study).  The settings and latency calibration come from
     the study; the model and data must be the ones the search was made with (their
     fingerprint is checked).  Trials run on ``device`` at ``precision`` (this process's
     own: a study stores neither).  Waits up to ``wait`` seconds for the search to start
@@ -171,7 +175,8 @@ def run_worker(workload: Workload, storage: str, study_name: str = STUDY_NAME, p
                          "registered, so only the search's own process can run it; register it in "
                          "autocompress.search.STRATEGIES to run workers")
     search = prepare(workload, settings, storage, study_name, shared=True, runtime=where)
-    with stop_on_signals() as stop, tqdm(total=search.trials, desc="worker", unit="trial",
+    total = None if search.trials >= UNLIMITED else search.trials
+    with stop_on_signals() as stop, tqdm(total=total, desc="worker", unit="trial",
                                           disable=not progress, dynamic_ncols=True) as bar:
         SharedStudyWorker().run(search, stop, bar)
     return search.ran
@@ -209,6 +214,9 @@ def finish(search: Search, history: list[TrialRecord], out: Path) -> SearchResul
     if best is None:
         raise BudgetError(f"no finished trial met the budget {search.settings.budget}; "
                           f"{save_closest(search, history, out)}the trials are kept in the study {search.study.name!r}")
+    if search.settings.objective == "cost" and best.score < search.problem.accuracy_floor:
+        log.warning("no feasible trial is within --max-accuracy-drop %g of the base proxy score; the recipe is the "
+                    "most accurate feasible one (trial %d)", search.settings.max_accuracy_drop, best.number)
     if search.settings.objective == "pareto":
         save_front(history, search.problem.primary_metric, search.problem.base, out / "pareto.yaml")
     recipe, model = measured_recipe(search.workload, search.settings, search.problem, best, history, search.runtime,

@@ -3,7 +3,8 @@ form they are stored in with the study (``SearchSettings.to_dict``: JSON, schema
 
 Where a search runs (``--device``, ``--precision``) is not a setting: it is a run option
 (``evaluators.device.Runtime``) passed beside the settings, never stored, so a study
-resumes on another machine's device."""
+resumes on another machine's device.  How long it runs (``trials``, ``time_limit``) is a
+setting but not part of what is stored: a resume may ask for more trials or another time."""
 from __future__ import annotations
 
 import json
@@ -24,9 +25,11 @@ from ..latency_models.base import LatencyModel
 from ..latency_models.registry import model_from_dict
 from ..search import STRATEGIES, Strategy, get_strategy
 
-OBJECTIVES = ("accuracy", "pareto")
+OBJECTIVES = ("accuracy", "pareto", "cost")
 SCHEMA = 1  # of the stored settings; a study stored otherwise is refused (StudyError)
-ADDED = {"metric": "accuracy", "final_recovery": "distill", "recovery_options": {}}
+UNLIMITED = 2**62  # the trials of a search with a time limit and no trial count (it stops at the time)
+ADDED = {"metric": "accuracy", "final_recovery": "distill", "recovery_options": {}, "pruner": "none",
+         "rungs": [0.25, 0.5]}
 """Settings added to schema 1 later, with the value a study stored without them was made with."""
 
 
@@ -35,7 +38,13 @@ class SearchSettings:
     """Everything that defines a search besides the model and data.
 
     ``trials`` is the number of search trials to finish (None: the strategy's
-    ``default_trials``).  ``strategy`` is a registered name (``"bo"``, built with ``seed``
+    ``default_trials``, or no limit when there is a ``time_limit``).  ``time_limit`` is
+    the wall time in seconds after which no new trial starts (None: no limit), counted
+    from when this run starts its trials (a resumed study counts from its own start; the
+    base measurements before and the final fine-tune after are not counted); the trial in
+    flight finishes and counts, and the recipe is made from the trials so far, as when
+    ``trials`` are reached, whichever comes first.  AutocompressError (one line) for a
+    limit of 0 or less.  ``strategy`` is a registered name (``"bo"``, built with ``seed``
     and the keyword arguments ``strategy_options``) or a Strategy object (used as it is,
     ``strategy_options`` empty; its own ``seed`` applies to the strategy).
     ``finetune_steps`` is the per-trial distillation fine-tune of the proxy (0: BatchNorm
@@ -43,11 +52,14 @@ class SearchSettings:
     fine-tune of the chosen recipe.  ``metric`` scores trials: a built-in name
     (``accuracy``, ``top5``, ``perplexity``, ``neg_loss``), ``pkg.module:fn`` or a Metric
     object (stored as its ``spec``); the engine maximises its score (the value, negated
-    where lower is better).  ``max_accuracy_drop`` (in the metric's units: points of
-    accuracy, or of perplexity...) is
-    the tolerance of strategies that minimise cost under an accuracy floor (condensa);
-    ``objective`` is ``"accuracy"`` or ``"pareto"`` (also save the accuracy/cost front; search
-    proposals already within the budget are then evaluated as proposed, not scaled up to it);
+    where lower is better).  ``objective`` is ``"accuracy"`` (the best proxy score within
+    the budget), ``"pareto"`` (also save the accuracy/cost front) or ``"cost"`` (the least
+    cost on the budget's first metric, within the budget, whose proxy score is at most
+    ``max_accuracy_drop`` below the base model's; strategies declare the objectives they
+    serve, ``Strategy.objectives``); under the last two, search proposals already within the
+    budget are evaluated as proposed, not scaled up to it.  ``max_accuracy_drop`` is in the
+    metric's units (points of accuracy, or of perplexity...): the cost objective's
+    tolerance, and condensa's accuracy floor under any objective;
     ``channel_multiple`` rounds kept channel counts (``space.kept_channels``);
     ``latency_batch`` is the batch size latency budgets are predicted and measured at;
     ``latency_models`` maps latency targets (the ``mydev`` of ``latency=2ms@mydev``) to
@@ -58,10 +70,15 @@ class SearchSettings:
     ``spaces.build_space``).  ``final_recovery`` names the recovery regime of the chosen
     recipe (``evaluators.recovery``; ``distill`` is the distillation fine-tune every trial's
     proxy uses), built with ``recovery_options``; it trains within ``final_finetune_steps``.
+    ``pruner`` (``engine.pruning.PRUNERS``: ``none``, ``median``, ``sha``, ``hyperband``)
+    stops unpromising trials early: a search trial's fine-tune then reports its proxy score
+    on part of the validation split after each fraction ``rungs`` of ``finetune_steps``
+    (``engine.pruning``).
     """
 
     budget: Budget
     trials: int | None = None
+    time_limit: float | None = None
     strategy: str | Strategy = "bo"
     seed: int = 0
     calibration_batches: int = 20
@@ -79,8 +96,13 @@ class SearchSettings:
     metric: str | Metric = "accuracy"
     final_recovery: str = "distill"
     recovery_options: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "none"
+    rungs: tuple[float, ...] = (0.25, 0.5)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     latency_models: dict[str, LatencyModel] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_time_limit(self.time_limit)
 
     def recovery(self, final: bool, scan: bool = False) -> dict[str, Any]:
         """The recovery of a trial's proxy (distillation: ``finetune_steps``, none for a
@@ -143,7 +165,7 @@ class SearchSettings:
         return kinds
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting but ``trials`` (which a resume may raise), defaults resolved, as
+        """Every setting but ``trials`` and ``time_limit`` (a resume may change them), defaults resolved, as
         JSON-able data with a ``schema`` version: the strategy as its name and constructor
         parameters (``strategy_params``), latency models as their ``to_dict()``.  Raises
         AutocompressError for a strategy parameter or latency model that is not JSON."""
@@ -157,6 +179,7 @@ class SearchSettings:
             "latency_batch": self.latency_batch, "max_accuracy_drop": self.max_accuracy_drop,
             "objective": self.objective, "metric": self.metric_spec, "final_recovery": self.final_recovery,
             "recovery_options": self.make_recovery().get_params(),
+            "pruner": self.pruner, "rungs": [float(r) for r in self.rungs],
             "latency_models": {target: model.to_dict() for target, model in sorted(self.latency_models.items())},
         }
         try:
@@ -167,7 +190,7 @@ class SearchSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSettings:
-        """The settings ``to_dict`` stored (``trials`` left at None).  Raises StudyError for
+        """The settings ``to_dict`` stored (``trials`` and ``time_limit`` left at None).  Raises StudyError for
         settings of another schema (a study made by an older autocompress) or a strategy
         settings.  ``strategy`` is the stored name and ``strategy_options`` the stored
         parameters; a strategy class that is not registered (one only the search's own
@@ -186,10 +209,31 @@ class SearchSettings:
             metric=str(data.get("metric", ADDED["metric"])),
             final_recovery=str(data.get("final_recovery", ADDED["final_recovery"])),
             recovery_options=dict(data.get("recovery_options", ADDED["recovery_options"])),
+            pruner=str(data.get("pruner", ADDED["pruner"])), rungs=tuple(data.get("rungs", ADDED["rungs"])),
             strategy_options=dict(data["strategy_params"]),
             latency_models={target: model_from_dict(model, f"the study's latency model for {target!r}")
                             for target, model in data["latency_models"].items()},
         )
+
+
+def check_time_limit(seconds: float | None, flag: str = "time_limit") -> None:
+    """AutocompressError (one line) for a time limit (``flag`` names it) that is not a
+    number of seconds above 0; None (no limit) passes."""
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+        raise AutocompressError(f"{flag} {seconds!r} must be a number of seconds above 0 (or no limit)")
+
+
+def check_objective(objective: str, strategy: Strategy | type[Strategy], name: str) -> None:
+    """AutocompressError (one line) for an unknown objective or one the strategy called
+    ``name`` does not serve (``Strategy.objectives``), naming the strategies that do."""
+    if objective not in OBJECTIVES:
+        raise AutocompressError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+    if objective not in strategy.objectives:
+        serving = [key for key, cls in STRATEGIES.items() if objective in cls.objectives]
+        raise AutocompressError(f"strategy {name!r} does not serve --objective {objective} (it serves "
+                                f"{', '.join(strategy.objectives)}); use one of {', '.join(serving)}")
 
 
 def recorded_metric(recorded: str, given: str | Metric | None, where: str, same: bool = True) -> str | Metric:

@@ -2,7 +2,9 @@
 
 Each trial stores the projected candidate as Optuna params, the strategy's raw proposal,
 the measured metrics and feasibility as user attributes, and the proxy score (the search
-metric's value, negated where lower is better: ``Metric.score``) as its value.  Trials
+metric's value, negated where lower is better: ``Metric.score``) as its value; under a
+pruner also its rung scores as Optuna intermediate values, and a trial the pruner
+stopped is in Optuna's PRUNED state (``pruning``).  Trials
 left running by a stopped or killed process are marked failed when the study is reopened
 (shared studies: when their heartbeat goes stale), so nobody waits on them.
 """
@@ -25,14 +27,16 @@ from optuna.trial import TrialState
 
 from ..core.errors import StudyError
 from ..core.space import Space
-from ..core.trial import COMPLETE, FAILED, INTERRUPTED, RUNNING, SEARCH, TrialRecord
+from ..core.trial import COMPLETE, FAILED, INTERRUPTED, PRUNED, RUNNING, SEARCH, TrialRecord
+from .pruning import pruner_for
 from .settings import ADDED
 
 STUDY_NAME = "autocompress"
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which process started a trial (shared studies)
 HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 120  # shared studies: a trial silent for 2 minutes is dead
 SCHEMA_ATTEMPTS = 6  # tries at opening a database another process may be creating
-_STATES = {TrialState.COMPLETE: COMPLETE, TrialState.FAIL: FAILED, TrialState.RUNNING: RUNNING}
+_STATES = {TrialState.COMPLETE: COMPLETE, TrialState.FAIL: FAILED, TrialState.RUNNING: RUNNING,
+           TrialState.PRUNED: PRUNED}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
@@ -73,13 +77,17 @@ class Study:
     ``--storage`` database several processes join) keeps a heartbeat per running trial
     instead, and marks failed only the trials whose heartbeat went stale (their process
     died).  Either way the engine evaluates such an interrupted trial once more.
+
+    The study prunes with the pruner its stored settings name (``pruning.pruner_for``;
+    AutocompressError for an unknown one), so every process of a shared study prunes alike.
     """
 
     def __init__(self, storage_url: str, config: Mapping[str, Any], name: str = STUDY_NAME, shared: bool = False):
+        pruner = pruner_for(config)
         storage = _rdb_storage(storage_url, shared)
         self.name, self.shared = name, shared
         self._study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                          load_if_exists=True)
+                                          load_if_exists=True, pruner=pruner)
         stored = self._study.user_attrs.get("config")
         where = "--study" if shared else "--out"
         if stored is None:
@@ -139,6 +147,16 @@ class Study:
         self._study.set_user_attr("trials", int(count))
 
     @property
+    def deadline(self) -> float | None:
+        """When the search's processes stop starting trials (``time.time()`` seconds; set by
+        ``search`` from its ``time_limit``), None for no limit."""
+        return self._study.user_attrs.get("deadline")
+
+    @deadline.setter
+    def deadline(self, when: float | None) -> None:
+        self._study.set_user_attr("deadline", None if when is None else float(when))
+
+    @property
     def config(self) -> dict[str, Any]:
         return dict(self._study.user_attrs.get("config", {}))
 
@@ -187,6 +205,7 @@ class Study:
                 error=str(t.user_attrs.get("error", "")), purpose=str(t.user_attrs.get("purpose", SEARCH)),
                 channel_order={g: list(o) for g, o in t.user_attrs.get("channel_order", {}).items()},
                 retry_of=t.user_attrs.get("retry_of"),
+                intermediate={int(step): float(v) for step, v in t.intermediate_values.items()},
             ))
         return records
 
@@ -242,6 +261,21 @@ class Study:
     def fail(self, trial: optuna.Trial, error: str) -> None:
         trial.set_user_attr("error", error[:2000])
         self._study.tell(trial, state=TrialState.FAIL)
+
+    def report(self, trial: optuna.Trial, score: float, step: int) -> None:
+        """Record a running trial's rung ``score`` after ``step`` fine-tune steps (once per
+        step; a repeat is ignored)."""
+        if step not in trial.storage.get_trial(trial._trial_id).intermediate_values:
+            trial.report(float(score), int(step))
+
+    def should_prune(self, trial: optuna.Trial) -> bool:
+        """Whether the study's pruner stops ``trial`` at its last reported rung."""
+        return trial.should_prune()
+
+    def prune(self, trial: optuna.Trial) -> None:
+        """Record ``trial`` as pruned (stopped at its last rung; Optuna keeps that rung's
+        score as its value, the history gives it none)."""
+        self._study.tell(trial, state=TrialState.PRUNED)
 
 
 def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

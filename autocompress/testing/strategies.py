@@ -12,7 +12,7 @@ class StrategySuite:
 
     Scores are synthetic (a smooth function of the candidate, so a strategy that learns
     has something to learn), trials are simulated as the engine runs them (search
-    proposals projected onto the budget, scans evaluated as given), and the problem is
+    proposals repaired onto the budget, scans evaluated as given), and the problem is
     the demo model at ``budget`` with the knob kinds in ``kinds``.
     """
 
@@ -46,10 +46,12 @@ class StrategySuite:
 
     def simulate(self, strategy, problem, trials: int, fail_every: int = 0, history=None, max_asks: int = 400):
         """Run ``strategy`` as the engine would until ``trials`` search trials finished
-        (proposals kept or projected by the engine's rule, ``core.projection.candidate_for``)."""
+        (proposals kept, repaired or grown by the engine's rule, ``core.projection.candidate_for``,
+        with the proposal's preference, else the scans')."""
         from ..core.projection import candidate_for
         from ..core.trial import COMPLETE, FAILED, SCAN, TrialRecord
         from ..search import as_proposal
+        from ..search.sensitivity import repair_preference
 
         history = list(history or [])
         done = sum(r.state == COMPLETE and r.purpose != SCAN for r in history)
@@ -59,8 +61,10 @@ class StrategySuite:
             proposal = as_proposal(strategy.ask(problem, history), problem.space)
             if proposal is None:
                 break
-            keep = problem.objective == "pareto" or strategy.keeps_feasible
-            candidate = candidate_for(problem.space, proposal.values, problem.limits, proposal.purpose, keep)
+            keep = problem.objective != "accuracy" or strategy.keeps_feasible
+            preference = proposal.preference or repair_preference(problem.space, history, problem.base_score)
+            candidate = candidate_for(problem.space, proposal.values, problem.limits, proposal.purpose, keep,
+                                      preference=preference or None)
             number = len(history)
             if fail_every and number % fail_every == 0:
                 record = TrialRecord(number, FAILED, proposal.values, candidate, error="RuntimeError: simulated",

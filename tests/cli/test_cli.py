@@ -173,6 +173,7 @@ def test_stopped_search_resumes_with_the_same_command(tmp_path, sig):
     (["--final-recovery", "annealing"], "unknown recovery regime 'annealing'; use one of distill"),
     (["--recovery-option", "rho=1"], "recovery regime 'distill' has no option 'rho'"),
     (["--recovery-option", "rho"], "--recovery-option 'rho' is not of the form key=value"),
+    (["--lr", "0"], "--lr 0.0 must be a number above 0"),
 ])
 def test_bad_search_options_get_one_line(args, expect, tmp_path, capsys):
     assert main(["search", "--out", str(tmp_path / "r"), *args]) == 2

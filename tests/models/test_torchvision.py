@@ -43,7 +43,11 @@ FAMILIES = {  # family: (builder call on the torchvision module, input side, slo
     "shufflenet": (lambda tv: tv.models.shufflenet_v2_x0_5(num_classes=10), 32, False),
     "squeezenet": (lambda tv: tv.models.squeezenet1_0(num_classes=10), 64, False),
     "swin": (lambda tv: tv.models.swin_t(num_classes=10), 32, True),
-    "swin_v2": (lambda tv: tv.models.swin_v2_t(num_classes=10), 32, True),
+    # swin_v2_t takes two minutes here: its class (V2 blocks and patch merging), narrowed, at 32x32
+    "swin_v2": (lambda tv: tv.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=24, depths=[2, 2], num_heads=[2, 4], window_size=[8, 8],
+        stochastic_depth_prob=0.2, num_classes=10, block=tv.models.swin_transformer.SwinTransformerBlockV2,
+        downsample_layer=tv.models.swin_transformer.PatchMergingV2), 32, True),
     "vgg": (_vgg11, 32, True),
     "vit": (lambda tv: tv.models.vit_b_16(num_classes=10, image_size=32), 32, True),
     "wide_resnet": (lambda tv: tv.models.wide_resnet50_2(num_classes=10), 32, True),
