@@ -146,7 +146,7 @@ class Strategy(ABC):
         """The next Proposal (or ``{knob: value}``), or None when there is nothing new to try."""
 
     def tell(self, problem: Problem, record: TrialRecord) -> None:  # noqa: B027  (optional hook)
-        """Called with every finished (complete or failed) trial; nothing by default."""
+        """Called with every finished (complete, failed or pruned) trial; nothing by default."""
 
     def best(self, problem: Problem, history: Sequence[TrialRecord]) -> TrialRecord | None:
         """The trial that becomes the recipe, among feasible search trials: under the

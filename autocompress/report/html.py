@@ -15,7 +15,7 @@ from typing import Any
 from ..core.budget import parse as parse_budget
 from ..core.pareto import pareto_front
 from ..core.recipe import Recipe
-from ..core.trial import COMPLETE, FAILED, SCAN, TrialRecord
+from ..core.trial import COMPLETE, FAILED, PRUNED, SCAN, TrialRecord
 from ..engine.study import Study, study_location
 
 
@@ -165,12 +165,14 @@ def _page(folder: Path, config, history, recipe, pictures, tables) -> str:
     done = sum(r.state == COMPLETE and r.purpose != SCAN for r in history)
     scans = sum(r.purpose == SCAN for r in history)
     failed = sum(r.state == FAILED for r in history)
+    pruned = sum(r.state == PRUNED for r in history)
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>autocompress report</title>",
              "<style>body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
              "pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%}</style></head><body>",
              f"<h1>autocompress search: {html.escape(str(config.get('budget', '')))}</h1>",
              f"<p>{html.escape(str(folder))}: strategy <b>{html.escape(str(config.get('strategy', '')))}</b>, "
-             f"{done} search trials, {scans} scan trials, {failed} failed.</p>"]
+             f"{done} search trials, {scans} scan trials, {failed} failed"
+             + (f", {pruned} pruned" if pruned else "") + ".</p>"]
     if recipe is not None and recipe.metrics:
         parts.append("<h2>Base against compressed</h2><pre>"
                      + html.escape(comparison(recipe.metrics["base"], recipe.metrics["compressed"])) + "</pre>")

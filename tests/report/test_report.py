@@ -24,3 +24,18 @@ def test_search_writes_a_report_with_the_pictures(tmp_path, capsys):
 def test_report_of_a_folder_without_a_study_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no study (no study.db)" in capsys.readouterr().err
+
+
+def test_the_page_counts_pruned_trials(tmp_path):
+    from autocompress.core.trial import COMPLETE, FAILED, PRUNED, TrialRecord
+    from autocompress.report.html import _page
+
+    def trial(number, state):
+        return TrialRecord(number=number, proposal={}, candidate={}, state=state,
+                           score=90.0 if state == COMPLETE else None, metrics={}, feasible=state == COMPLETE)
+
+    history = [trial(0, COMPLETE), trial(1, PRUNED), trial(2, PRUNED), trial(3, FAILED)]
+    page = _page(tmp_path, {"budget": "flops=0.5", "strategy": "bo"}, history, None, [], [])
+    assert "1 search trials, 0 scan trials, 1 failed, 2 pruned." in page
+    page = _page(tmp_path, {"budget": "flops=0.5", "strategy": "bo"}, history[:1], None, [], [])
+    assert "1 search trials, 0 scan trials, 0 failed.</p>" in page
