@@ -1,10 +1,10 @@
 """Proxy fidelity: how well does each cheap per-trial score rank candidates by their final accuracy?
 
 Random allocation profiles (every knob uniform in its range, as the ``random`` strategy
-proposes them) are projected onto each budget with ``autocompress.search.project``; every
-candidate is compressed and recovered (``engine.recover``: BatchNorm recalibration, then a
-distillation fine-tune) once per proxy setting and once per truth seed with the final
-fine-tune (``final_finetune_steps``, 300 by default, as a search's chosen recipe gets);
+proposes them) are repaired onto each budget with ``autocompress.core.projection.project``;
+every candidate is compressed and recovered (``engine.evaluation.compress_and_recover``:
+BatchNorm recalibration, then a distillation fine-tune) once per proxy setting and once per
+truth seed with the final fine-tune (``final_finetune_steps``, 300 by default, as a search's chosen recipe gets);
 truth seed s > 0 fine-tunes on the training batches shuffled with seed s (the fine-tune
 itself is deterministic: the batch order is its only randomness).
 
