@@ -375,7 +375,7 @@ def _search(args) -> int:
 
     if args.strategy not in STRATEGIES:
         raise AutocompressError(f"unknown strategy {args.strategy!r}; use one of {', '.join(STRATEGIES)}")
-    check_objective(args.objective, STRATEGIES[args.strategy], args.strategy)
+    check_objective(args.objective, STRATEGIES[args.strategy], args.strategy, args.pruner)
     from ..core.kinds import kind_names
     from ..core.patterns import parse_pattern
 

@@ -53,7 +53,7 @@ def prepare(workload: Workload, settings: SearchSettings, storage_url: str, name
     strategy does not serve (``Strategy.objectives``), BudgetError, StudyError; ModelError
     for a model output the metric cannot read."""
     strategy = settings.make_strategy()
-    check_objective(settings.objective, strategy, settings.strategy_name)
+    check_objective(settings.objective, strategy, settings.strategy_name, settings.pruner)
     if settings.trials is None:  # with a time limit, the time decides
         settings = replace(settings, trials=strategy.default_trials if settings.time_limit is None else UNLIMITED)
     metric = settings.make_metric()

@@ -225,9 +225,14 @@ def check_time_limit(seconds: float | None, flag: str = "time_limit") -> None:
         raise AutocompressError(f"{flag} {seconds!r} must be a number of seconds above 0 (or no limit)")
 
 
-def check_objective(objective: str, strategy: Strategy | type[Strategy], name: str) -> None:
-    """AutocompressError (one line) for an unknown objective or one the strategy called
-    ``name`` does not serve (``Strategy.objectives``), naming the strategies that do."""
+def check_objective(objective: str, strategy: Strategy | type[Strategy], name: str, pruner: str = "none") -> None:
+    """AutocompressError (one line) for an unknown objective, one the strategy called
+    ``name`` does not serve (``Strategy.objectives``), naming the strategies that do, or
+    the cost objective with a pruner (pruners rank trials by accuracy alone, so they would
+    stop the cheap trials just above the accuracy floor that the cost objective wants)."""
+    if objective == "cost" and pruner != "none":
+        raise AutocompressError(f"--pruner {pruner} ranks trials by accuracy alone and would stop the cheap trials "
+                                "near the accuracy floor that --objective cost looks for; use --pruner none with it")
     if objective not in OBJECTIVES:
         raise AutocompressError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
     if objective not in strategy.objectives:

@@ -89,6 +89,17 @@ def test_prepare_refuses_it_before_measuring_anything():
         prepare(None, settings, "sqlite://")  # no workload needed: the check comes first
 
 
+def test_a_pruner_is_refused_with_the_cost_objective(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "--objective", "cost", "--pruner", "median", "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--pruner median ranks trials by accuracy alone" in lines[0]
+    assert not out.exists()
+    settings = SearchSettings(parse_budget("flops=0.5"), objective="cost", pruner="sha")
+    with pytest.raises(AutocompressError, match="use --pruner none with it"):
+        prepare(None, settings, "sqlite://")
+
+
 def test_the_cli_takes_the_cost_objective():
     args = build_parser().parse_args(["search", "--objective", "cost", "--max-accuracy-drop", "2.5"])
     assert args.objective == "cost" and args.max_accuracy_drop == 2.5
