@@ -69,6 +69,11 @@ class ChannelMasks:
                                 torch.as_tensor(item.root_idxs, dtype=torch.long)))
             self._targets[name] = targets
 
+    def targets(self, group: str) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+        """The modules whose output channels ``group`` prunes, each with the channel indices
+        it masks and the group's (root) indices they follow."""
+        return self._targets[group]
+
     def __enter__(self) -> ChannelMasks:
         modules = {module for targets in self._targets.values() for module, _, _ in targets}
         self._handles = [m.register_forward_hook(self._hook) for m in self.model.modules() if m in modules]

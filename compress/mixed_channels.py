@@ -92,7 +92,7 @@ class ChannelRankSupernet(nn.Module):
         names = {module: name for name, module in model.named_modules()}
         for group in groups:
             self._targets[group] = []
-            for module, idxs, roots in masks._targets[group]:
+            for module, idxs, roots in masks.targets(group):
                 name = names.get(module)
                 if name is None:  # a Hugging Face Conv1D's Linear view: named like the layer it stands for
                     name = next(n for n, m in model.named_modules() if is_conv1d(m) and m.weight.data_ptr()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..core.projection import fits as within_limits
 from ..core.space import Candidate, Space
 from ..core.trial import COMPLETE, FAILED, RUNNING, TrialRecord, search_trials
 from .base import Problem, Strategy
@@ -81,8 +82,7 @@ def _edge_level(space: Space, limits, bottom: float) -> float:
     """The highest level in ``[bottom, 1]`` whose analytic costs meet every limit (``bottom``
     when none does: the engine's budget check has refused such a budget before)."""
     def fits(level: float) -> bool:
-        costs = space.candidate_cost(at_level(space, level))
-        return all(costs[metric] <= limit for metric, limit in limits.items())
+        return within_limits(space, at_level(space, level), limits)
 
     if fits(1.0):
         return 1.0

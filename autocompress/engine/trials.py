@@ -138,12 +138,9 @@ def reporter(search: Search, pending: Pending) -> Report | None:
 def evaluate(search: Search, pending: Pending) -> tuple[float, dict[str, float], bool]:
     """Proxy score, measured costs and feasibility of a pending trial, on the search's
     runtime; ``optuna.TrialPruned`` when the study's pruner stops it (``reporter``)."""
-    report = reporter(search, pending)
-    pruning = {} if report is None else {"report": report}  # without a pruner, the call as it always was
-    start = {} if pending.initial_state is None else {"initial_state": pending.initial_state}  # likewise
     return evaluate_trial(search.workload, search.problem.space, pending.candidate, search.settings,
                           search.problem.limits, pending.purpose, pending.channel_order, search.runtime,
-                          search.teacher, **pruning, **start)
+                          search.teacher, report=reporter(search, pending), initial_state=pending.initial_state)
 
 
 def record(search: Search, pending: Pending, outcome: tuple[float, dict[str, float], bool] | None,

@@ -138,8 +138,8 @@ def test_a_nan_loss_fails_its_trials_and_a_streak_of_failures_stops_the_search(t
 def test_no_trial_within_the_budget_keeps_the_closest_with_its_gap(tmp_path, monkeypatch, capsys):
     real = trial_steps.evaluate_trial
 
-    def ten_percent_over(workload, space, candidate, settings, limits, *args):
-        score, costs, _ = real(workload, space, candidate, settings, limits, *args)
+    def ten_percent_over(workload, space, candidate, settings, limits, *args, **kwargs):
+        score, costs, _ = real(workload, space, candidate, settings, limits, *args, **kwargs)
         return score, {**costs, "flops": limits["flops"] * 1.1}, False
 
     monkeypatch.setattr(trial_steps, "evaluate_trial", ten_percent_over)

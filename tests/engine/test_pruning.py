@@ -80,7 +80,7 @@ def scripted(monkeypatch):
     given = []
 
     def evaluate_trial(workload, space, candidate, settings, limits, purpose="search", channel_order=None,
-                       runtime=None, teacher=None, report=None):
+                       runtime=None, teacher=None, report=None, initial_state=None):
         given.append((purpose, report is not None))
         if purpose == "scan":
             return 10.0, {"flops": 0.0}, True
